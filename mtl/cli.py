@@ -1,5 +1,7 @@
 """The ``mtl`` command: ``mtl fit | validate | test | predict --config FILE [--config OVERLAY ...]``.
 
+``mtl group``, ``mtl ablate`` and ``mtl report`` are dispatched to their own modules (`COMMANDS`).
+
 A thin `LightningCLI` over `MultiTaskModule` and `MultiTaskDataModule`: encoders, necks, heads and
 data sources are chosen with ``class_path`` / ``init_args``; later ``--config`` files override earlier
 ones. Two additions: ``--test_after_fit true`` tests the best checkpoint when ``fit`` ends (and prints
@@ -8,8 +10,11 @@ the per-task test metrics), and the resolved config is logged to every logger as
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
@@ -19,7 +24,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from mtl.data.datamodule import MultiTaskDataModule
 from mtl.module import MultiTaskModule
 
-__all__ = ["LogConfigCallback", "MultiTaskCLI", "main"]
+__all__ = ["COMMANDS", "LogConfigCallback", "MultiTaskCLI", "main", "write_json_atomic"]
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -54,25 +59,61 @@ class MultiTaskCLI(LightningCLI):
             default=False,
             help="After `fit`, run `test` on the best checkpoint (by the checkpoint callback's monitor).",
         )
+        parser.add_argument(
+            "--results_file",
+            type=str | None,
+            default=None,
+            help="With --test_after_fit: write the test metrics (and the best validation score) to this JSON "
+            "file, atomically, once the run has finished (read by `mtl ablate`, `mtl group`, `mtl report`).",
+        )
 
     def after_fit(self) -> None:
         if not self.config.fit.get("test_after_fit"):
             return
-        has_best = any(
-            isinstance(cb, ModelCheckpoint) and cb.best_model_path for cb in self.trainer.callbacks
+        checkpoints = [cb for cb in self.trainer.callbacks if isinstance(cb, ModelCheckpoint)]
+        has_best = any(cb.best_model_path for cb in checkpoints)
+        results = self.trainer.test(
+            self.model, datamodule=self.datamodule, ckpt_path="best" if has_best else None
         )
-        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if has_best else None)
+        path = self.config.fit.get("results_file")
+        if path and self.trainer.is_global_zero:
+            metrics = {k: float(v) for k, v in results[0].items()} if results else {}
+            best = next((cb for cb in checkpoints if cb.best_model_score is not None), None)
+            if best is not None:
+                metrics[f"best/{best.monitor}"] = float(best.best_model_score)
+            write_json_atomic(Path(path), metrics)
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write ``payload`` as JSON to ``path`` via a temporary file and a rename (never a torn file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+#: Commands beyond Lightning's subcommands: name -> module whose ``main(args)`` runs it (imported lazily).
+COMMANDS = {
+    "group": "mtl.grouping.command",
+    "ablate": "mtl.ablation.command",
+    "report": "mtl.report.command",
+    "heads": "mtl.attention_heads.command",
+}
 
 
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``mtl`` console script."""
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv and argv[0] in COMMANDS:
+        importlib.import_module(COMMANDS[argv[0]]).main(argv[1:])
+        return
     MultiTaskCLI(
         MultiTaskModule,
         MultiTaskDataModule,
         save_config_callback=LogConfigCallback,
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
-        args=args,
+        args=argv,
     )
 
 

@@ -125,6 +125,14 @@ class MultiTaskModule(LightningModule):
 
         self.encoder = encoder
         self.neck = neck or SharedBottom()
+        passed = self.neck.provides(encoder.provides)
+        for task, head in heads.items():
+            if head.reads not in passed:
+                raise ValueError(
+                    f"Expected the neck {type(self.neck).__name__} to pass `{head.reads}` features to the head "
+                    f"of task `{task}` ({type(head).__name__}), but it passes {sorted(passed)}. Use a neck that "
+                    "routes them (e.g. `route_tokens: true` for token heads) or shared-bottom."
+                )
         self.neck.bind(encoder.out_features, list(heads))
         width = self.neck.out_features(encoder.out_features)
         for head in heads.values():

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
-from mtl.features import Features
+from mtl.features import FeatureKind, Features
 
 __all__ = ["Neck", "NeckOutput"]
 
@@ -42,6 +42,10 @@ class Neck(nn.Module, abc.ABC):
     def out_features(self, in_features: int) -> int:
         """Width of the per-task features, given the encoder width."""
         return in_features
+
+    def provides(self, upstream: frozenset[FeatureKind]) -> frozenset[FeatureKind]:
+        """The kinds of features the neck passes to the heads, given those the encoder provides."""
+        return upstream
 
     @abc.abstractmethod
     def forward(self, features: Features, routes: Mapping[str, Tensor | None]) -> NeckOutput:

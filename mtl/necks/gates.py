@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from mtl.features import Features
+from mtl.features import FeatureKind, Features
 from mtl.necks.base import Neck
 from mtl.necks.experts import check_count, check_dropout, check_expert_hidden
 
@@ -79,6 +79,13 @@ class MixtureNeck(Neck):
 
     def out_features(self, in_features: int) -> int:
         return self.expert_hidden[-1]
+
+    def provides(self, upstream: frozenset[FeatureKind]) -> frozenset[FeatureKind]:
+        """``pooled``, plus ``tokens`` when they are routed; ``spatial`` maps are dropped."""
+        kinds: set[FeatureKind] = {"pooled"}
+        if self.route_tokens and "tokens" in upstream:
+            kinds.add("tokens")
+        return frozenset(kinds)
 
     def bind(self, in_features: int, tasks: list[str]) -> None:
         name = type(self).__name__

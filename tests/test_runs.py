@@ -1,0 +1,45 @@
+"""`mtl.runs.run_fit`: a run in its own directory, its results file, no re-run once finished, resume."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mtl.runs import RunFailed, latest_checkpoint, read_results, run_fit
+from tests.test_cli import TINY
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    return path
+
+
+def test_run_fit_writes_results_and_skips_finished_runs(config: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    results = run_fit([config], run_dir, ["--trainer.max_epochs", "1"])
+    assert set(results) >= {"test/cls/accuracy", "test/reg/mse", "test/mean", "best/val/mean"}
+    assert read_results(run_dir) == results
+    assert latest_checkpoint(run_dir) is not None
+    assert (run_dir / "csv").is_dir()
+    # A finished run is not run again, even with arguments that would fail.
+    assert run_fit([config], run_dir, ["--no_such_flag", "1"]) == results
+
+
+def test_run_fit_resumes_from_last_checkpoint(config: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_fit([config], run_dir, ["--trainer.max_epochs", "1"])
+    (run_dir / "results.json").unlink()  # as if interrupted after the first epoch's checkpoint
+    run_fit([config], run_dir, ["--trainer.max_epochs", "2"])
+    commands = [line for line in (run_dir / "log.txt").read_text().splitlines() if line.startswith("$ ")]
+    assert len(commands) == 2
+    assert "--ckpt_path" not in commands[0]
+    assert "--ckpt_path" in commands[1] and "last" in commands[1]
+    assert "Restoring states from the checkpoint" in (run_dir / "log.txt").read_text()
+
+
+def test_run_fit_failure_names_the_run_and_shows_the_log(config: Path, tmp_path: Path) -> None:
+    with pytest.raises(RunFailed, match="exited with code"):
+        run_fit([config], tmp_path / "bad", ["--model.heads.nope", "1"])
+    assert not (tmp_path / "bad" / "results.json").exists()
