@@ -64,7 +64,8 @@ class MultiTaskCLI(LightningCLI):
             type=str | None,
             default=None,
             help="With --test_after_fit: write the test metrics (and the best validation score) to this JSON "
-            "file, atomically, once the run has finished (read by `mtl ablate`, `mtl group`, `mtl report`).",
+            "file, atomically, once the run has finished: {metrics: {name: value}, higher_is_better: {name: "
+            "bool}} (read by `mtl ablate`, `mtl group`, `mtl report`).",
         )
 
     def after_fit(self) -> None:
@@ -78,10 +79,16 @@ class MultiTaskCLI(LightningCLI):
         path = self.config.fit.get("results_file")
         if path and self.trainer.is_global_zero:
             metrics = {k: float(v) for k, v in results[0].items()} if results else {}
+            directions = self.model.metric_directions()
             best = next((cb for cb in checkpoints if cb.best_model_score is not None), None)
             if best is not None:
                 metrics[f"best/{best.monitor}"] = float(best.best_model_score)
-            write_json_atomic(Path(path), metrics)
+                directions[f"best/{best.monitor}"] = best.mode == "max"
+            payload = {
+                "metrics": metrics,
+                "higher_is_better": {k: v for k, v in directions.items() if k in metrics},
+            }
+            write_json_atomic(Path(path), payload)
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:

@@ -167,6 +167,18 @@ class MultiTaskModule(LightningModule):
     def task_names(self) -> list[str]:
         return list(self.heads)
 
+    def metric_directions(self) -> dict[str, bool]:
+        """Whether higher is better, for every logged metric name: ``{stage}/{task}/{metric}``, the losses,
+        and ``{stage}/mean`` (sign-corrected, so always higher-is-better)."""
+        directions: dict[str, bool] = {}
+        for stage, collections in self.metrics.items():
+            for task, collection in collections.items():
+                for name, metric in collection.items(keep_base=False):
+                    directions[name] = bool(metric.higher_is_better)
+                directions[f"{stage}/{task}/loss"] = False
+            directions.update({f"{stage}/mean": True, f"{stage}/loss": False, f"{stage}/aux_loss": False})
+        return directions
+
     # ----------------------------------------------------------------------------------- checks
     def setup(self, stage: str) -> None:
         """Check the data against the model before the first step (tasks, inputs, label ranges)."""

@@ -8,8 +8,9 @@ directory holds everything about it:
   loggers, so that checkpoints and logs land in the run directory);
 * ``log.txt``: the run's output;
 * checkpoints (``**/last.ckpt``): an interrupted run resumes from the newest one;
-* ``results.json``: written atomically when the run has finished (test metrics, the best validation
-  score); a run that has it is complete and is never run again.
+* ``results.json``: written atomically when the run has finished, ``{"metrics": {name: value},
+  "higher_is_better": {name: bool}}`` (test metrics and the best validation score); a run that has it
+  is complete and is never run again.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class RunFailed(RuntimeError):
     """An ``mtl fit`` subprocess exited with an error; the message ends with its last output lines."""
 
 
-def read_results(run_dir: Path) -> dict[str, float] | None:
+def read_results(run_dir: Path) -> dict[str, Any] | None:
     """The finished run's metrics, or ``None`` when the run has not finished."""
     path = Path(run_dir) / RESULTS
     return json.loads(path.read_text()) if path.is_file() else None
@@ -71,7 +72,7 @@ def run_fit(
     name: str | None = None,
     wandb: Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Train and test one configuration in ``run_dir``; returns its ``results.json``.
 
     A finished run (``results.json`` present) is not run again; an interrupted one resumes from its

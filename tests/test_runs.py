@@ -19,7 +19,10 @@ def config(tmp_path: Path) -> Path:
 def test_run_fit_writes_results_and_skips_finished_runs(config: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     results = run_fit([config], run_dir, ["--trainer.max_epochs", "1"])
-    assert set(results) >= {"test/cls/accuracy", "test/reg/mse", "test/mean", "best/val/mean"}
+    assert set(results["metrics"]) >= {"test/cls/accuracy", "test/reg/mse", "test/mean", "best/val/mean"}
+    directions = results["higher_is_better"]
+    assert directions["test/cls/accuracy"] and directions["best/val/mean"] and not directions["test/reg/mse"]
+    assert set(directions) == set(results["metrics"])
     assert read_results(run_dir) == results
     assert latest_checkpoint(run_dir) is not None
     assert (run_dir / "csv").is_dir()

@@ -23,9 +23,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
+
+from mtl import plots
+from mtl.plots import log_figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -301,43 +303,21 @@ class ExpertDiagnostics(Callback):
         if not trainer.is_global_zero:
             return
         epoch = trainer.current_epoch
-        path = Path(directory) / "experts" / f"epoch{epoch}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
         figure = heatmap(tasks, U, title=f"Expert utilisation, epoch {epoch}")
-        figure.savefig(path, dpi=100)
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_image(key="experts/utilisation", images=[str(path)], step=trainer.global_step)
-            elif isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_figure("experts/utilisation", figure, global_step=trainer.global_step)
+        path = Path(directory) / "experts" / f"epoch{epoch}.png"
+        log_figure(figure, path, "experts/utilisation", trainer.loggers, step=trainer.global_step)
         figure.clear()
 
 
 def heatmap(tasks: Sequence[str], U: Tensor, title: str = "Expert utilisation") -> Figure:
-    """A tasks x experts heatmap of ``U`` with a colorbar (values annotated up to 400 cells).
-
-    Built with matplotlib's object API on the Agg canvas: no display, no pyplot state to close.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    values = U.detach().cpu().double().numpy()
-    num_tasks, num_experts = values.shape
-    figure = Figure(figsize=(min(2.5 + 0.6 * num_experts, 24), min(1.5 + 0.5 * num_tasks, 16)))
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    image = axes.imshow(values, cmap="viridis", vmin=0.0, vmax=max(float(values.max()), 1e-12), aspect="auto")
-    figure.colorbar(image, ax=axes, label="mean gate weight")
-    axes.set_xticks(range(num_experts), [str(k) for k in range(num_experts)])
-    axes.set_yticks(range(num_tasks), list(tasks))
-    axes.set_xlabel("expert")
-    axes.set_ylabel("task")
-    axes.set_title(title)
-    if num_tasks * num_experts <= 400:
-        middle = float(values.max()) / 2
-        for t in range(num_tasks):
-            for k in range(num_experts):
-                colour = "black" if values[t, k] > middle else "white"
-                axes.text(k, t, f"{values[t, k]:.2f}", ha="center", va="center", color=colour, fontsize=8)
-    figure.tight_layout()
-    return figure
+    """A tasks x experts heatmap of ``U`` with a colorbar (values annotated up to 400 cells)."""
+    return plots.heatmap(
+        U,
+        list(tasks),
+        [str(k) for k in range(U.shape[1])],
+        title=title,
+        xlabel="expert",
+        ylabel="task",
+        colorbar_label="mean gate weight",
+        vmin=0.0,
+    )

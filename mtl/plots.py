@@ -1,0 +1,101 @@
+"""Figures every part of mtl shares: an annotated heatmap, and saving a figure to disk and dashboards.
+
+Built with matplotlib's object API on the Agg canvas: no display and no pyplot state, so it is safe
+in training processes and tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["heatmap", "log_figure", "new_figure"]
+
+#: Heatmaps annotate every cell's value up to this many cells.
+MAX_ANNOTATED_CELLS = 400
+
+
+def new_figure(width: float, height: float) -> Figure:
+    """An empty figure on the Agg canvas (no display needed)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height))
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def heatmap(
+    values: Tensor | np.ndarray,
+    row_labels: Sequence[str],
+    col_labels: Sequence[str],
+    *,
+    title: str = "",
+    xlabel: str = "",
+    ylabel: str = "",
+    colorbar_label: str = "",
+    cmap: str = "viridis",
+    vmin: float | None = None,
+    vmax: float | None = None,
+    fmt: str = "{:.2f}",
+) -> Figure:
+    """A rows x columns heatmap of ``values`` with a colorbar, each cell annotated up to 400 cells.
+
+    ``vmin``/``vmax`` default to the data's range; pass a symmetric range with a diverging ``cmap``
+    (e.g. ``"RdBu"``) for signed values such as task affinities.
+    """
+    data = values.detach().cpu().double().numpy() if isinstance(values, Tensor) else np.asarray(values, float)
+    if data.ndim != 2 or data.shape != (len(row_labels), len(col_labels)):
+        raise ValueError(
+            f"Expected a 2-D array of shape ({len(row_labels)}, {len(col_labels)}) (one row per row label and one "
+            f"column per column label), but got {data.shape}."
+        )
+    rows, cols = data.shape
+    figure = new_figure(min(2.5 + 0.6 * cols, 24), min(1.5 + 0.5 * rows, 16))
+    axes = figure.add_subplot()
+    low = float(np.nanmin(data)) if vmin is None else vmin
+    high = float(np.nanmax(data)) if vmax is None else vmax
+    image = axes.imshow(data, cmap=cmap, vmin=low, vmax=max(high, low + 1e-12), aspect="auto")
+    figure.colorbar(image, ax=axes, label=colorbar_label)
+    axes.set_xticks(
+        range(cols), list(col_labels), rotation=45 if cols > 8 else 0, ha="right" if cols > 8 else "center"
+    )
+    axes.set_yticks(range(rows), list(row_labels))
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    if rows * cols <= MAX_ANNOTATED_CELLS:
+        middle = (low + high) / 2
+        for r in range(rows):
+            for c in range(cols):
+                colour = "black" if data[r, c] > middle else "white"
+                axes.text(c, r, fmt.format(data[r, c]), ha="center", va="center", color=colour, fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def log_figure(
+    figure: Figure, path: str | Path, key: str, loggers: Iterable[Any] = (), step: int | None = None
+) -> Path:
+    """Save ``figure`` as an image at ``path`` and log it under ``key`` to the W&B and TensorBoard loggers.
+
+    Call on the global-zero rank only. Returns the path written.
+    """
+    from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_image(key=key, images=[str(path)], step=step)
+        elif isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_figure(key, figure, global_step=step)
+    return path
