@@ -20,17 +20,20 @@ from lightning.pytorch.strategies import DDPStrategy
 from torch import Tensor, nn
 
 from mtl.balancing.aggregator import GradientAggregator
-from mtl.balancing.engine import flat_gradients, task_gradients, write_gradients
+from mtl.balancing.engine import flat_gradients, representation_gradients, task_gradients, write_gradients
 from mtl.encoders.base import Encoder
+from mtl.features import Features
 from mtl.heads.base import Head
 from mtl.necks.base import Neck
 from mtl.necks.shared_bottom import SharedBottom
 from mtl.running_losses import RunningLosses
+from mtl.weighting.base import LossWeighting
 
 __all__ = ["MultiTaskModule", "StepOutput"]
 
 
 Stage = Literal["train", "val", "test"]
+BalanceOn = Literal["shared", "last_layer", "representation"]
 _TASK_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -44,6 +47,7 @@ class StepOutput:
     predictions: dict[str, Tensor]
     aux_loss: Tensor | None = None
     stats: dict[str, Tensor] = field(default_factory=dict)
+    shared: Features | None = None  #: the encoder's output (the shared representation)
 
 
 class MultiTaskModule(LightningModule):
@@ -72,11 +76,21 @@ class MultiTaskModule(LightningModule):
         train_metrics: also compute the heads' metrics on training batches (costs time).
         check_finite: raise as soon as a loss is NaN or infinite, naming the task and step (one
             device synchronisation per step).
-        balancer: a gradient aggregator (`mtl.balancing`, e.g. ``PCGrad``): the shared parameters
-            step along the aggregate of the per-task gradients instead of the gradient of the
-            weighted sum; the heads keep their own task's gradient. Needs every task at every step
-            (``data.layout: all_tasks``) and runs under manual optimization.
-        clip_grad_norm: with a ``balancer``, clip the total gradient norm to this (Lightning's
+        balancer: how the tasks' losses are balanced: a loss weighting (`mtl.weighting`, e.g. ``UW``,
+            ``FAMO``: the objective is the method's function of the losses, one backward pass), or a
+            gradient aggregator (`mtl.balancing`, e.g. ``PCGrad``: the shared parameters step along
+            the aggregate of the per-task gradients, the heads along their own task's gradient; needs
+            every task at every step, ``data.layout: all_tasks``, and runs under manual
+            optimization). ``None``: the fixed-weight sum.
+        balance_on: what a gradient aggregator's per-task gradients are taken with respect to:
+            ``"shared"``, every shared parameter (encoder and neck; exact, ``T`` gradients of the
+            whole shared part); ``"last_layer"``, the encoder's last layer only, whose aggregation
+            weights then weigh the losses of one ordinary backward pass (for methods whose direction
+            is a weighted sum of the rows, ``weighted``); ``"representation"``, the encoder's output
+            (the cheap variant of MGDA-UB, IMTL-G, Aligned-MTL-UB and GradDrop, the methods defined
+            on it, ``representation``): the aggregate at the representation is back-propagated
+            through the encoder, and the neck and heads take the gradient of the weighted sum.
+        clip_grad_norm: with a gradient aggregator, clip the total gradient norm to this (Lightning's
             ``trainer.gradient_clip_val`` does not apply to manual optimization).
     """
 
@@ -94,7 +108,8 @@ class MultiTaskModule(LightningModule):
         head_lr: float | None = None,
         train_metrics: bool = False,
         check_finite: bool = True,
-        balancer: GradientAggregator | None = None,
+        balancer: GradientAggregator | LossWeighting | None = None,
+        balance_on: BalanceOn = "shared",
         clip_grad_norm: float | None = None,
     ) -> None:
         super().__init__()
@@ -150,9 +165,12 @@ class MultiTaskModule(LightningModule):
         # Per-task training losses bypass `self.log`, which costs ~0.5 ms a call on every step; they
         # accumulate on the device and reach the loggers at Lightning's logging interval.
         self._train_losses = RunningLosses()
-        self.balancer = balancer
+        self.balancer, self.weighting = self._check_balancer_choice(balancer, balance_on)
+        if self.weighting is not None:
+            self.weighting.bind(self.task_names)
+        self.balance_on = balance_on
         self.clip_grad_norm = clip_grad_norm
-        self.automatic_optimization = balancer is None
+        self.automatic_optimization = self.balancer is None
         stages: tuple[Stage, ...] = ("train", "val", "test") if train_metrics else ("val", "test")
         self.metrics = nn.ModuleDict(
             {
@@ -166,6 +184,44 @@ class MultiTaskModule(LightningModule):
     @property
     def task_names(self) -> list[str]:
         return list(self.heads)
+
+    @staticmethod
+    def _check_balancer_choice(
+        balancer: GradientAggregator | LossWeighting | None, balance_on: str
+    ) -> tuple[GradientAggregator | None, LossWeighting | None]:
+        """Split ``balancer`` into (aggregator, weighting) and check ``balance_on`` fits it."""
+        if balance_on not in ("shared", "last_layer", "representation"):
+            raise ValueError(
+                f"Expected `balance_on` to be 'shared', 'last_layer' or 'representation', but got {balance_on!r}."
+            )
+        if isinstance(balancer, LossWeighting):
+            if balance_on != "shared":
+                raise ValueError(
+                    f"Expected `balance_on: shared` with the loss weighting {type(balancer).__name__}, but got "
+                    f"{balance_on!r}: the option chooses where gradient aggregators take per-task gradients."
+                )
+            return None, balancer
+        if balancer is not None and not isinstance(balancer, GradientAggregator):
+            raise TypeError(
+                "Expected `balancer` to be a loss weighting (mtl.weighting) or a gradient aggregator "
+                f"(mtl.balancing), but got {type(balancer).__name__}."
+            )
+        name = type(balancer).__name__
+        if balance_on == "last_layer" and balancer is not None and not balancer.weighted:
+            raise ValueError(
+                f"Expected a method whose direction is a weighted sum of the task gradients with "
+                f"`balance_on: last_layer`, but {name} is not (its weights cannot be transferred from the last "
+                "layer to the other parameters). Use `balance_on: shared`."
+            )
+        if balance_on == "representation" and balancer is not None and not balancer.representation:
+            raise ValueError(
+                f"Expected a method defined on representation gradients with `balance_on: representation` "
+                f"(MGDA, IMTLG, AlignedMTL, GradDrop), but got {name}, whose guarantees concern the parameters' "
+                "gradients. Use `balance_on: shared` or `last_layer`."
+            )
+        if balance_on != "shared" and balancer is None:
+            raise ValueError(f"Expected a gradient aggregator as `balancer` with `balance_on: {balance_on}`.")
+        return balancer, None
 
     def metric_directions(self) -> dict[str, bool]:
         """Whether higher is better, for every logged metric name: ``{stage}/{task}/{metric}``, the losses,
@@ -204,21 +260,30 @@ class MultiTaskModule(LightningModule):
                 self.heads[task].check_targets(dataset.stacked_targets(), task)
         layout = getattr(datamodule, "layout", "homogeneous")
         self._configure_unused_parameters(layout)
-        if self.balancer is not None:
-            self._check_balancer(layout)
+        self._check_balancer(layout)
 
     def _check_balancer(self, layout: str) -> None:
-        name = type(self.balancer).__name__
-        if layout != "all_tasks":
+        if self.weighting is not None:
+            self.weighting.reduce = self._mean_over_ranks
+        method = self.balancer if self.balancer is not None else self.weighting
+        name = type(method).__name__
+        needs_all = self.balancer is not None or (
+            self.weighting is not None and self.weighting.requires_all_tasks
+        )
+        if needs_all and layout != "all_tasks":
             raise ValueError(
-                f"Expected `data.layout: all_tasks` with the gradient balancer {name}, but got `{layout}`: "
-                "the balancer needs every task's loss at every step."
+                f"Expected `data.layout: all_tasks` with the balancer {name}, but got `{layout}`: the method needs "
+                "every task's loss at every step."
             )
-        if str(self.trainer.precision).startswith("16"):
+        after_step = self.weighting is not None and self.weighting.needs_losses_after_step
+        if after_step and self.trainer.accumulate_grad_batches != 1:
             raise ValueError(
-                f"Expected 32-true or bf16-mixed precision with the gradient balancer {name}, but got "
-                f"{self.trainer.precision}: fp16 loss scaling is not wired into the per-task gradients."
+                f"Expected `trainer.accumulate_grad_batches: 1` with {name}, but got "
+                f"{self.trainer.accumulate_grad_batches}: it updates its weights from the losses after every step."
             )
+
+    def _mean_over_ranks(self, x: Tensor) -> Tensor:
+        return self.trainer.strategy.reduce(x, reduce_op="mean") if self._trainer is not None else x
 
     def _configure_unused_parameters(self, layout: str) -> None:
         """DDP must look for parameters without gradient exactly when a step can skip a head."""
@@ -255,13 +320,19 @@ class MultiTaskModule(LightningModule):
         """Forward a `mtl.data.collate` batch: per-task losses, their weighted total, predictions."""
         self._check_batch(batch)
         targets: Mapping[str, Tensor] = batch["targets"]
-        out = self.neck(self.encoder(batch["inputs"]), {t: batch["routes"][t] for t in targets})
+        shared = self.encoder(batch["inputs"])
+        out = self.neck(shared, {t: batch["routes"][t] for t in targets})
         predictions = {task: self.heads[task](features) for task, features in out.features.items()}
         losses = {task: self.heads[task].loss(p, targets[task]) for task, p in predictions.items()}
         total = sum(self.loss_weights[t] * loss for t, loss in losses.items())
         if out.aux_loss is not None:
             total = total + self.aux_loss_weight * out.aux_loss
-        return StepOutput(total, losses, predictions, aux_loss=out.aux_loss, stats=out.stats)
+        return StepOutput(total, losses, predictions, aux_loss=out.aux_loss, stats=out.stats, shared=shared)
+
+    def _weighted_losses(self, step: StepOutput) -> tuple[Tensor, list[str]]:
+        """``[n]`` fixed-weight losses of the tasks present in ``step``, in task order, and their names."""
+        present = [t for t in self.heads if t in step.losses]
+        return torch.stack([self.loss_weights[t] * step.losses[t] for t in present]), present
 
     def _shared_step(self, batch: Mapping[str, Any], stage: Stage) -> Tensor:
         return self._record(self.task_losses(batch), batch, stage)
@@ -299,17 +370,50 @@ class MultiTaskModule(LightningModule):
         return step.total
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
-        if self.balancer is None:
-            return self._shared_step(batch, "train")
-        return self._balanced_step(batch)
+        if self.balancer is not None:
+            return self._balanced_step(batch)
+        if self.weighting is not None:
+            return self._weighted_step(batch)
+        return self._shared_step(batch, "train")
+
+    def _weighted_step(self, batch: Mapping[str, Any]) -> Tensor:
+        """The loss weighting's objective of the present tasks' losses (one backward, by Lightning)."""
+        step = self.task_losses(batch)
+        losses, present = self._weighted_losses(step)
+        tasks = None
+        if len(present) != len(self.heads):
+            tasks = torch.tensor([self.task_names.index(t) for t in present], device=losses.device)
+        grad_norms = None
+        if self.weighting.needs_grad_norms:
+            last = self.encoder.last_layer_parameters()
+            grad_norms = task_gradients(losses, last).norm(dim=1).detach()
+        total = self.weighting(losses, self.global_step, tasks, grad_norms)
+        if step.aux_loss is not None:
+            total = total + self.aux_loss_weight * step.aux_loss
+        step.total = total
+        self._record(step, batch, "train")
+        self._log_balancer(self.weighting.weights, None)
+        return total
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.weighting is None or not self.weighting.needs_losses_after_step:
+            return
+        # The same batch under the updated parameters (FAMO's loss decrease), in the training precision.
+        with torch.no_grad(), self.trainer.precision_plugin.forward_context():
+            losses, _ = self._weighted_losses(self.task_losses(batch))
+        self.weighting.after_step(losses)
 
     def _balanced_step(self, batch: Mapping[str, Any]) -> Tensor:
-        """One optimizer step along the balancer's aggregate of the per-task gradients.
+        """One optimizer step along the gradient aggregator's combination of the per-task gradients.
 
-        Under DDP, ``G`` is averaged across ranks (one collective for the whole matrix) before the
-        aggregation, so every rank computes and applies the same update; the heads' gradients are
+        Under DDP, the per-task gradient matrix ``G`` is averaged across ranks (one collective for the
+        whole matrix; gathered instead for representation gradients, which differ in their rows) before
+        the aggregation, so every rank computes and applies the same update; the other gradients are
         averaged the same way. Autograd is asked for the gradients directly, so DDP's own reducer
-        (which hooks ``.backward``) stays idle.
+        (which hooks ``.backward``) stays idle. Under fp16 mixed precision the losses are multiplied
+        by the gradient scaler's scale before differentiation (so that small gradients survive in
+        half precision) and ``G`` is divided by it before the aggregation; a non-finite ``G`` then
+        makes the scaler skip the step and lower its scale, as in ordinary fp16 training.
         """
         step = self.task_losses(batch)
         total = self._record(step, batch, "train")
@@ -322,44 +426,125 @@ class MultiTaskModule(LightningModule):
             )
         optimizer = self.optimizers()
         optimizer.zero_grad()
-        strategy = self.trainer.strategy
-        losses = torch.stack([self.loss_weights[t] * step.losses[t] for t in self.heads])
-        shared = [p for p in [*self.encoder.parameters(), *self.neck.parameters()] if p.requires_grad]
-        G = strategy.reduce(task_gradients(losses, shared), reduce_op="mean")
-        direction = self.balancer(G, losses.detach())
-        if step.aux_loss is not None:
-            direction = direction + strategy.reduce(
-                flat_gradients(self.aux_loss_weight * step.aux_loss, shared)
-            )
-        write_gradients(shared, direction)
-        heads = [p for p in self.heads.parameters() if p.requires_grad]
-        write_gradients(heads, strategy.reduce(flat_gradients(losses.sum(), heads), reduce_op="mean"))
-        if self.clip_grad_norm is not None:
-            self.clip_gradients(
-                optimizer, gradient_clip_val=self.clip_grad_norm, gradient_clip_algorithm="norm"
-            )
+        losses, _ = self._weighted_losses(step)
+        objective = self.balancer.transform_losses(losses)
+        aux = None if step.aux_loss is None else self.aux_loss_weight * step.aux_loss
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        scale = 1.0
+        if scaler is not None and scaler.is_enabled():
+            objective, aux = scaler.scale(objective), None if aux is None else scaler.scale(aux)
+            scale = float(scaler.get_scale())
+        encoder = [p for p in self.encoder.parameters() if p.requires_grad]
+        rest = [p for p in [*self.neck.parameters(), *self.heads.parameters()] if p.requires_grad]
+        if self.balance_on == "representation":
+            G = self._representation_step(step, objective, losses, aux, encoder, rest, scale)
+        else:
+            G = self._parameter_step(objective, losses, aux, encoder, scale)
+        self._log_balancer(self.balancer.weights, G)
         optimizer.step()
         scheduler = self.lr_schedulers()
         if scheduler is not None and self.scheduler_interval == "step":
             scheduler.step()
-        self._log_balancer(G)
         return total.detach()
 
-    def _log_balancer(self, G: Tensor) -> None:
+    def _parameter_step(
+        self, objective: Tensor, losses: Tensor, aux: Tensor | None, encoder: list[nn.Parameter], scale: float
+    ) -> Tensor | None:
+        """Gradients for ``balance_on`` ``shared`` or ``last_layer``; returns the aggregated ``G``."""
+        heads = [p for p in self.heads.parameters() if p.requires_grad]
+        shared = encoder + [p for p in self.neck.parameters() if p.requires_grad]
+        on = shared if self.balance_on == "shared" else self.encoder.last_layer_parameters()
+        G = self._reduce(task_gradients(objective, on)) / scale
+        if not bool(torch.isfinite(G).all()) and scale != 1.0:
+            self._skip_step(shared + heads)
+            return None
+        direction = self.balancer(G, losses.detach()) * scale
+        if self.balance_on == "last_layer":  # the weights found on the last layer weigh one backward pass
+            weighted = (self.balancer.weights.to(objective) * objective).sum()
+            direction = self._reduce(flat_gradients(weighted, shared))
+        if aux is not None:
+            direction = direction + self._reduce(flat_gradients(aux, shared))
+        write_gradients(shared, direction)
+        write_gradients(heads, self._reduce(flat_gradients(objective.sum(), heads)))
+        return G
+
+    def _representation_step(
+        self,
+        step: StepOutput,
+        objective: Tensor,
+        losses: Tensor,
+        aux: Tensor | None,
+        encoder: list[nn.Parameter],
+        rest: list[nn.Parameter],
+        scale: float,
+    ) -> Tensor | None:
+        """Gradients for ``balance_on: representation``; returns the aggregated ``G``."""
+        assert step.shared is not None
+        reps = [x for x in (step.shared.pooled, step.shared.tokens, step.shared.spatial) if x is not None]
+        reps = [x for x in reps if x.requires_grad]
+        if not reps or not encoder:
+            raise ValueError(
+                f"Expected a trainable encoder with `balance_on: representation` and {type(self.balancer).__name__}, "
+                "but the encoder's output does not depend on trainable parameters (is it frozen?)."
+            )
+        G, own = representation_gradients(task_gradients(objective, reps), self.trainer.strategy)
+        G = G / scale
+        if not bool(torch.isfinite(G).all()) and scale != 1.0:
+            self._skip_step(encoder + rest)
+            return None
+        direction = self.balancer(G, losses.detach())[own] * scale
+        sizes = [x.numel() for x in reps]
+        grads = torch.autograd.grad(
+            reps,
+            encoder,
+            grad_outputs=[d.view_as(x) for d, x in zip(direction.split(sizes), reps, strict=True)],
+            retain_graph=True,
+            allow_unused=True,
+        )
+        flat = torch.cat(
+            [
+                (g if g is not None else torch.zeros_like(p)).flatten()
+                for g, p in zip(grads, encoder, strict=True)
+            ]
+        )
+        flat = self.trainer.strategy.reduce(flat, reduce_op="sum")  # ranks hold disjoint rows of G's columns
+        if aux is not None:
+            flat = flat + self._reduce(flat_gradients(aux, encoder))
+        write_gradients(encoder, flat)
+        plain = objective.sum() + (0.0 if aux is None else aux)
+        write_gradients(rest, self._reduce(flat_gradients(plain, rest)))
+        return G
+
+    def _reduce(self, x: Tensor) -> Tensor:
+        return self.trainer.strategy.reduce(x, reduce_op="mean")
+
+    @staticmethod
+    def _skip_step(params: list[nn.Parameter]) -> None:
+        """Non-finite gradients under fp16: the scaler sees them, skips the step and lowers its scale."""
+        for p in params:
+            p.grad = torch.full_like(p, float("inf"))
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Under fp16 this runs after the scaler has unscaled the gradients, so the norm is the true one.
+        if self.balancer is not None and self.clip_grad_norm is not None:
+            self.clip_gradients(
+                optimizer, gradient_clip_val=self.clip_grad_norm, gradient_clip_algorithm="norm"
+            )
+
+    def _log_balancer(self, weights: Tensor | None, G: Tensor | None) -> None:
         """Per-task weights and pairwise gradient cosines, at the loggers' interval."""
         if not self.loggers or (self.global_step + 1) % self._log_interval():
             return
         tasks = self.task_names
         metrics: dict[str, float] = {}
-        if self.balancer.weights is not None:
-            metrics.update(
-                {f"balancer/weight/{t}": float(w) for t, w in zip(tasks, self.balancer.weights, strict=True)}
-            )
-        unit = torch.nn.functional.normalize(G.float(), dim=1)
-        cosines = (unit @ unit.T).tolist()
-        for i, a in enumerate(tasks):
-            for j in range(i + 1, len(tasks)):
-                metrics[f"balancer/cos/{a}/{tasks[j]}"] = cosines[i][j]
+        if weights is not None and len(weights) == len(tasks):
+            metrics.update({f"balancer/weight/{t}": float(w) for t, w in zip(tasks, weights, strict=True)})
+        if G is not None:
+            unit = torch.nn.functional.normalize(G.float(), dim=1)
+            cosines = (unit @ unit.T).tolist()
+            for i, a in enumerate(tasks):
+                for j in range(i + 1, len(tasks)):
+                    metrics[f"balancer/cos/{a}/{tasks[j]}"] = cosines[i][j]
         for logger in self.loggers:
             logger.log_metrics(metrics, step=self.global_step)
 
@@ -411,6 +596,8 @@ class MultiTaskModule(LightningModule):
     def on_train_epoch_end(self) -> None:
         for key, value in self._train_losses.epoch_means("train/{}/loss_epoch").items():
             self.log(key, value)
+        if self.weighting is not None:
+            self.weighting.epoch_end()
         scheduler = self.lr_schedulers() if self.balancer is not None else None
         if scheduler is not None and self.scheduler_interval == "epoch":
             scheduler.step()  # manual optimization steps its scheduler itself
@@ -435,6 +622,12 @@ class MultiTaskModule(LightningModule):
             params = [p for p in params if p.requires_grad]
             if params:
                 groups.append({"params": params} if lr is None else {"params": params, "lr": lr})
+        own = (
+            [p for p in self.weighting.parameters() if p.requires_grad] if self.weighting is not None else []
+        )
+        if own:  # learnt loss weights: no weight decay, which would pull them towards 0 for no reason
+            lr = self.weighting.lr if self.weighting.lr is not None else self.head_lr
+            groups.append({"params": own, "weight_decay": 0.0, **({} if lr is None else {"lr": lr})})
         optimizer = self.optimizer(groups)
         if self.lr_scheduler is None:
             return optimizer

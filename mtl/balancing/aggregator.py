@@ -83,10 +83,18 @@ class GradientAggregator(abc.ABC):
     Attributes:
         stateful: whether the method keeps state between calls (EMA targets, buffers, warm starts);
             `reset` clears it (call it when the set of tasks or the parameters change).
+        weighted: the direction is exactly ``weights @ G`` with ``weights`` of the same call, so the
+            weights found on a part of the parameters can be applied to all of them (the engine's
+            ``last_layer`` option needs it).
+        representation: the method is defined, or has a guarantee, on gradients with respect to the
+            shared representation instead of the shared parameters (the engine's ``representation``
+            option accepts only these).
         weights: the last per-task weights, or ``None``.
     """
 
     stateful: ClassVar[bool] = False
+    weighted: ClassVar[bool] = True
+    representation: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.weights: Tensor | None = None
@@ -107,6 +115,10 @@ class GradientAggregator(abc.ABC):
     @abc.abstractmethod
     def _aggregate(self, G: Tensor, losses: Tensor | None) -> Tensor:
         """The direction for a validated ``G``."""
+
+    def transform_losses(self, losses: Tensor) -> Tensor:
+        """The losses whose per-task gradients form ``G`` (identity; DB-MTL takes their logarithm)."""
+        return losses
 
     def reset(self) -> None:
         """Forget the state kept between calls (and the last weights)."""

@@ -62,7 +62,12 @@ class AlignedMTL(GradientAggregator):
     Args:
         scale_mode: ``"min"`` (paper), ``"median"`` or ``"rmse"``: which singular value sets the scale.
         reduction: ``"mean"`` or ``"sum"`` of the aligned gradients.
+
+    The paper also derives an upper-bound variant, Aligned-MTL-UB, on the gradients with respect to
+    the shared representation (the engine's ``representation`` option).
     """
+
+    representation = True
 
     def __init__(self, scale_mode: ScaleMode = "min", reduction: Literal["mean", "sum"] = "mean") -> None:
         super().__init__()

@@ -32,8 +32,9 @@ def balance_magnitudes(G: Tensor, eps: float = 1e-8) -> tuple[Tensor, Tensor]:
 class DBMTL(GradientAggregator):
     """DB-MTL (Lin et al., "Dual-Balancing for Multi-Task Learning", arXiv:2308.12029, 2023).
 
-    DB-MTL balances the loss scales with a log transform (`log_transform_losses`, applied by the
-    engine to the losses; this aggregator expects the gradients of the log-losses) and the gradient
+    DB-MTL balances the loss scales with a log transform (`log_transform_losses`, which the engine
+    applies through `transform_losses` before taking the per-task gradients; called directly on a
+    ``G``, this aggregator expects the gradients of the log-losses) and the gradient
     magnitudes, covered here: it keeps an exponential moving average of every task's gradient,
     ``g_hat_t <- beta_k g_hat_t + (1 - beta_k) g_t`` with ``beta_k = beta / k^beta_sigma`` at call ``k``
     (``g_hat`` starts at 0), and rescales every average to the largest norm,
@@ -52,6 +53,7 @@ class DBMTL(GradientAggregator):
     """
 
     stateful = True
+    weighted = False  # its weights scale the moving averages, not the rows of the current G
 
     def __init__(
         self, beta: float = 0.9, beta_sigma: float = 0.0, reduction: Literal["mean", "sum"] = "mean"
@@ -73,6 +75,9 @@ class DBMTL(GradientAggregator):
         super().reset()
         self.step = 0
         self._average = None
+
+    def transform_losses(self, losses: Tensor) -> Tensor:
+        return log_transform_losses(losses)
 
     def _aggregate(self, G: Tensor, losses: Tensor | None) -> Tensor:
         if self._average is not None and self._average.shape != G.shape:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["flat_gradients", "task_gradients", "write_gradients"]
+__all__ = ["flat_gradients", "representation_gradients", "task_gradients", "write_gradients"]
 
 log = logging.getLogger(__name__)
 
@@ -69,3 +70,25 @@ def write_gradients(params: Sequence[nn.Parameter], flat: Tensor) -> None:
         offset += n
     if offset != flat.numel():
         raise ValueError(f"Expected a gradient vector of {offset} entries, but got {flat.numel()}.")
+
+
+def representation_gradients(G: Tensor, strategy: Any) -> tuple[Tensor, slice]:
+    """The per-task gradients w.r.t. the representation of the whole global batch, and this rank's columns.
+
+    ``G`` [T, D_r] holds this rank's gradients w.r.t. its own rows' representation. Unlike parameter
+    gradients they cannot be averaged across ranks (each rank's columns belong to different examples):
+    they are gathered side by side into ``[T, sum_r D_r]`` (ranks may hold different numbers of
+    tokens, hence a gather of the sizes and padding), divided by the number of ranks (each rank's loss
+    is a mean over its own rows, and the global loss is the mean of the ranks'), so that every rank
+    aggregates the same matrix. Returns that matrix and the slice of its columns that are this rank's.
+    """
+    world = int(getattr(strategy, "world_size", 1))
+    if world == 1:
+        return G, slice(0, G.shape[1])
+    size = torch.tensor([G.shape[1]], device=G.device)
+    sizes = [int(s) for s in strategy.all_gather(size).flatten().tolist()]
+    padded = torch.nn.functional.pad(G, (0, max(sizes) - G.shape[1]))
+    gathered = strategy.all_gather(padded.contiguous())  # [world, T, max D]
+    full = torch.cat([gathered[r, :, : sizes[r]] for r in range(world)], dim=1) / world
+    start = sum(sizes[: strategy.global_rank])
+    return full, slice(start, start + G.shape[1])

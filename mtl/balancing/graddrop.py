@@ -57,6 +57,9 @@ class GradDrop(GradientAggregator):
         seed: seed of the generator.
     """
 
+    weighted = False  # per-coordinate masks, not per-task weights
+    representation = True  # the paper's GradDrop layer acts on the gradients at a shared activation
+
     def __init__(
         self, leak: float | Sequence[float] = 0.0, reduction: Literal["mean", "sum"] = "mean", seed: int = 0
     ) -> None:

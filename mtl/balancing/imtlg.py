@@ -46,7 +46,12 @@ class IMTLG(GradientAggregator):
     (for linearly independent gradients); its length is not.
 
     Scale: affine weights, so ``T`` identical gradients ``g`` give ``g``.
+
+    The paper computes the weights from the gradients with respect to the shared representation
+    (the engine's ``representation`` option) to save computation.
     """
+
+    representation = True
 
     def _aggregate(self, G: Tensor, losses: Tensor | None) -> Tensor:
         weights = imtlg_weights(gram_matrix(G))

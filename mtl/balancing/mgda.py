@@ -116,6 +116,8 @@ class MGDA(GradientAggregator):
         tol: stopping tolerance on the (relative) duality gap.
     """
 
+    representation = True  # MGDA-UB: the min-norm point of the representation gradients bounds the true one
+
     def __init__(
         self, normalization: Normalization = "none", max_iter: int = 1000, tol: float = 1e-10
     ) -> None:

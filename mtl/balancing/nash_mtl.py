@@ -45,7 +45,12 @@ class NashMTL(GradientAggregator):
 
     Scale: method-defined. With ``normalize=True``, ``T`` identical gradients ``g`` give ``T g`` before
     clipping (then ``min(1, max_norm / ||T g||) T g``); with ``normalize=False`` they give
-    ``sqrt(T) g / ||g||``. Tasks with a zero gradient get weight 0.
+    ``sqrt(T) g / ||g||``. Tasks with a zero gradient get weight 0. ``weights`` are the effective
+    coefficients, ``d = weights @ G``, clip included.
+
+    ``max_norm`` keeps the authors' default of 1: it bounds the step of a method whose direction grows
+    with the number of tasks (``T g``), at the price of making the update's length independent of
+    the gradients' once they exceed it (set ``None`` to study the raw solution).
 
     Args:
         max_norm: clip the returned direction to this norm (authors' code: 1.0), or ``None``.
@@ -88,9 +93,10 @@ class NashMTL(GradientAggregator):
                 gram_matrix(G), normalize=self.normalize, initial=self._alpha, tol=self.tol
             )
         self._calls += 1
-        self._set_weights(self._alpha)
         direction = combine(self._alpha, G)
+        clip = 1.0
         if self.max_norm is not None:
-            norm = torch.linalg.vector_norm(direction.float())
-            direction = direction * torch.clamp(self.max_norm / (norm + 1e-6), max=1.0).to(direction.dtype)
-        return direction
+            norm = float(torch.linalg.vector_norm(direction.float()))
+            clip = min(1.0, self.max_norm / (norm + 1e-6))
+        self._set_weights(self._alpha * clip)
+        return direction * clip

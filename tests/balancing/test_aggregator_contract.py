@@ -153,3 +153,12 @@ def test_the_direction_stays_on_the_gradients_device(cls: type[GradientAggregato
     G = torch.randn(3, 16, device="cuda")
     d = cls()(G)
     assert d.device == G.device and d.dtype == G.dtype and torch.isfinite(d).all()
+
+
+@pytest.mark.parametrize("cls", [c for c in AGGREGATORS if c.weighted], ids=lambda c: c.__name__)
+def test_weighted_methods_return_exactly_their_weights_times_G(cls: type[GradientAggregator]) -> None:
+    G = torch.randn(3, 30, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    aggregator = cls()
+    for _ in range(2):  # stateful methods: their second call too
+        direction = aggregator(G, torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64))
+        torch.testing.assert_close(aggregator.weights.to(G) @ G, direction)
