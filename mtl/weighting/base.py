@@ -69,7 +69,7 @@ class LossWeighting(nn.Module, abc.ABC):
             raise ValueError(f"Expected `lr` of {type(self).__name__} to be > 0 or None, but got {lr}.")
         self.lr = lr
         self.tasks: list[str] = []
-        self.weights: Tensor | None = None
+        self._weights: Tensor | None = None
         self.reduce: Callable[[Tensor], Tensor] = _identity
 
     @property
@@ -147,5 +147,12 @@ class LossWeighting(nn.Module, abc.ABC):
     def epoch_end(self) -> None:
         """Called at the end of every training epoch."""
 
+    @property
+    def weights(self) -> Tensor | None:
+        """The last effective per-task weights [T] (float64, CPU), or ``None``."""
+        w = self._weights
+        return None if w is None else w.to(device="cpu", dtype=torch.float64).clone()
+
     def _set_weights(self, weights: Tensor) -> None:
-        self.weights = weights.detach().to(device="cpu", dtype=torch.float64).clone()
+        # Kept on the device: copying to the host every step would synchronise it with the GPU.
+        self._weights = weights.detach()
