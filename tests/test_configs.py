@@ -14,6 +14,7 @@ OVERLAYS = {
     "text_mlm_verbalizer.yaml": "examples/text_minilm.yaml",
     "quickstart_pcgrad.yaml": "quickstart.yaml",
     "quickstart_mmoe.yaml": "quickstart.yaml",
+    "quickstart_famo.yaml": "quickstart.yaml",
 }
 
 
