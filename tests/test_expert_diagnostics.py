@@ -1,5 +1,6 @@
 import csv
 import math
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,7 +20,7 @@ from mtl.callbacks.expert_diagnostics import (
 from mtl.data import MultiTaskDataModule
 from mtl.heads import BinaryHead, ClassificationHead, RegressionHead
 from mtl.module import MultiTaskModule
-from mtl.necks import CGC, MMoE, SharedBottom
+from mtl.necks import CGC, HoME, MMoE, SharedBottom
 from tests.toy import TinyEncoder, ToySource
 
 TASKS = ("cls", "reg", "bin")
@@ -130,14 +131,24 @@ def test_mmoe_logs_diagnostics_and_heatmap(tmp_path):
     tasks, U = callback.utilisation
     assert tasks == list(TASKS)
     torch.testing.assert_close(U.sum(dim=1), torch.ones(3, dtype=torch.float64))
-    # U is each task's mean gate over all of its validation rows.
+    # U is each task's mean gate over all of its validation rows; gate_entropy the mean entropy of
+    # its rows' gates; each expert's zero share its share of zero outputs over all validation rows.
     module.eval()
     source = ToySource(n=16, val_n=40).load()
+    zeros = []
     with torch.no_grad():
         for i, task in enumerate(TASKS):
-            x = torch.stack([source[task].val[j][0] for j in range(40)])
-            gates = module.neck.gates[task](module.encoder(x).pooled)
+            x = module.encoder(torch.stack([source[task].val[j][0] for j in range(40)])).pooled
+            gates = module.neck.gates[task](x)
             torch.testing.assert_close(U[i], gates.mean(dim=0).double(), atol=1e-6, rtol=1e-5)
+            per_row = -(gates * gates.log()).sum(-1).mean()
+            assert metrics[f"experts/{task}/gate_entropy"] == pytest.approx(float(per_row), rel=1e-5)
+            assert metrics[f"experts/{task}/entropy"] > metrics[f"experts/{task}/gate_entropy"]
+            zeros.append(module.neck.experts(x) == 0)
+    shares = torch.cat(zeros).float().mean(dim=(0, 2))
+    logged_shares = [metrics[f"experts/zero_share/level0/e{k}"] for k in range(4)]
+    assert logged_shares == pytest.approx(shares.tolist(), abs=1e-6)
+    assert metrics["experts/zero_share/level0/collapsed"] == float((shares > 0.9).sum())
 
     image = Path(trainer.log_dir) / "experts" / "epoch0.png"
     assert image.read_bytes()[:8] == PNG_MAGIC
@@ -168,6 +179,20 @@ def test_cgc_gates_land_on_global_expert_indices(tmp_path):
     assert not (Path(trainer.log_dir) / "experts").exists()  # save_images=False
 
 
+def test_home_gates_land_on_the_experts_each_task_sees(tmp_path):
+    seed_everything(0)
+    neck = HoME(1, 1, [8], task_categories={"cls": "a", "reg": "a", "bin": "b"}, expert_norm="layer")
+    callback = ExpertDiagnostics(save_images=False)
+    validate(make_module(neck), callback, tmp_path)
+    tasks, U = callback.utilisation
+    assert tasks == list(TASKS) and U.shape == (3, 3 + 2 + 1)  # level 2: [cls, reg, bin | a, b | shared]
+    for i, visible in enumerate(([0, 3, 5], [1, 3, 5], [2, 4, 5])):
+        assert U[i, visible].sum() == pytest.approx(1.0)
+        assert all(U[i, j] == 0 for j in range(6) if j not in visible)
+    assert sorted(callback.zero_shares) == ["level0", "level1"]  # Swish experts: shares of outputs <= 0
+    assert all(((s >= 0) & (s <= 1)).all() for s in callback.zero_shares.values())
+
+
 def metrics_have(trainer: Trainer, key: str) -> bool:
     return key in logged(trainer)
 
@@ -184,24 +209,142 @@ def test_tensorboard_gets_the_figure(tmp_path):
     assert list(Path(trainer.log_dir).glob("events.out.tfevents.*"))
 
 
-def test_reduction_sums_ranks_and_keeps_tasks_consistent():
-    """Two ranks simulated by a strategy that adds a second rank's tensors: U is their pooled mean."""
-    callback = ExpertDiagnostics()
-    callback._sums = {"a": torch.tensor([0.5, 0.5]) * 4}  # this rank saw 4 rows of task a, not b
-    callback._counts = {"a": 4}
-    other = torch.tensor([[0.9 * 6, 0.1 * 6, 6.0], [0.2 * 2, 0.8 * 2, 2.0]], dtype=torch.float64)
+# ----------------------------------------------------------------------------------- aggregation
+class Neck(SimpleNamespace):
+    """What the callback reads of a neck: two levels of 3 experts, gates over all of them."""
 
-    def reduce(tensor, reduce_op):
-        if reduce_op == "max":
-            return tensor
-        assert tensor.shape == (2, 3)  # both tasks, zeros for b
-        return tensor + other
+    def expert_counts(self):
+        return [3, 3]
 
-    strategy = SimpleNamespace(reduce=reduce)
-    module = SimpleNamespace(
-        task_names=["a", "b"], device=torch.device("cpu"), trainer=SimpleNamespace(strategy=strategy)
+    def gate_index(self, task):
+        return None
+
+
+class Strategy:
+    """A strategy of a run over several ranks: ``reduce`` adds the other ranks' tensors."""
+
+    def __init__(self, others=()):
+        self.others, self.seen = list(others), []
+
+    def reduce(self, tensor, reduce_op):
+        assert reduce_op == "sum"
+        self.seen.append(tensor.clone())
+        return tensor + sum(self.others)
+
+
+def fake_run(strategy: Strategy):
+    module = SimpleNamespace(task_names=["a", "b"], device=torch.device("cpu"), neck=Neck())
+    module.trainer = SimpleNamespace(strategy=strategy)
+    module.logged = {}
+    module.log_dict = lambda values, sync_dist: module.logged.update(values)
+    trainer = SimpleNamespace(strategy=strategy, sanity_checking=False)
+    return trainer, module
+
+
+def batch_end(callback, trainer, module, rows: dict[str, int], stats: dict[str, list]):
+    batch = {"targets": {t: torch.zeros(n) for t, n in rows.items()}}
+    stats = {k: torch.tensor(v, dtype=torch.float32) for k, v in stats.items()}
+    callback.on_validation_batch_end(trainer, module, {"stats": stats}, batch, 0)
+
+
+# Two batches (rank 0) and one (rank 1), hand-made: gates, per-row entropies, zero shares and units.
+RANK0 = [
+    (
+        {"a": 2},
+        {
+            "gate/a": [0.5, 0.5, 0.0],
+            "gate_entropy/a": [math.log(2)],
+            "zero_share/level0": [1.0, 0.5, 0.0],
+            "expert_units/level0": [4.0, 4.0, 4.0],
+        },
+    ),
+    (
+        {"a": 6, "b": 1},
+        {
+            "gate/a": [0.9, 0.1, 0.0],
+            "gate_entropy/a": [0.2],
+            "gate/b": [0.0, 0.0, 1.0],
+            "gate_entropy/b": [0.0],
+            "gate_entropy_tokens/b": [0.5],
+            "token_count/b": [3.0],
+            "zero_share/level0": [0.25, 0.0, 1.0],
+            "expert_units/level0": [12.0, 0.0, 4.0],  # a sparse dispatch: expert 1 served nothing
+        },
+    ),
+]
+RANK1 = [
+    (
+        {"b": 3},
+        {
+            "gate/b": [0.0, 0.5, 0.5],
+            "gate_entropy/b": [math.log(2)],
+            "gate_entropy_tokens/b": [0.1],
+            "token_count/b": [7.0],
+            "zero_share/level0": [0.0, 0.0, 0.5],
+            "expert_units/level0": [3.0, 3.0, 3.0],
+        },
     )
-    tasks, U, counts = callback._utilisation(SimpleNamespace(strategy=strategy), module)
+]
+
+
+def collected(batches, others=()):
+    callback = ExpertDiagnostics(save_images=False, zero_share_threshold=0.6)
+    trainer, module = fake_run(Strategy(others))
+    callback.on_validation_epoch_start(trainer, module)
+    for rows, stats in batches:
+        batch_end(callback, trainer, module, rows, stats)
+    return callback, trainer, module
+
+
+def test_two_ranks_log_exactly_what_one_rank_with_all_batches_logs():
+    # Rank 1 alone first, to get the tensor it contributes to the collective.
+    rank1, trainer1, module1 = collected(RANK1)
+    rank1.on_validation_epoch_end(trainer1, module1)
+    (contribution,) = trainer1.strategy.seen
+    two, trainer, module = collected(RANK0, others=[contribution])
+    one, trainer_one, module_one = collected(RANK0 + RANK1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no expert collapsed over the whole set: nothing is warned
+        two.on_validation_epoch_end(trainer, module)
+        one.on_validation_epoch_end(trainer_one, module_one)
+    assert module.logged == pytest.approx(module_one.logged, abs=1e-12)
+
+    # The values by hand.
+    tasks, U = two.utilisation
     assert tasks == ["a", "b"]
-    torch.testing.assert_close(U, torch.tensor([[0.74, 0.26], [0.2, 0.8]], dtype=torch.float64))
-    assert counts.tolist() == [10.0, 2.0]
+    expected_u = torch.tensor([[0.8, 0.2, 0.0], [0.0, 1.5 / 4, 2.5 / 4]], dtype=torch.float64)
+    torch.testing.assert_close(U, expected_u)
+    logged = module.logged
+    assert logged["experts/a/gate_entropy"] == pytest.approx((2 * math.log(2) + 6 * 0.2) / 8)
+    assert logged["experts/b/gate_entropy"] == pytest.approx(3 * math.log(2) / 4)
+    assert logged["experts/b/gate_entropy_tokens"] == pytest.approx((3 * 0.5 + 7 * 0.1) / 10)
+    assert "experts/a/gate_entropy_tokens" not in logged
+    # Zero shares weighted by units: expert 0: (4 + 3) / 19; expert 1: 2 / 7; expert 2: 5.5 / 11.
+    shares = [(4 * 1.0 + 12 * 0.25) / 19, 2 / 7, (4 * 1.0 + 3 * 0.5) / 11]
+    assert [logged[f"experts/zero_share/level0/e{k}"] for k in range(3)] == pytest.approx(shares)
+    assert logged["experts/zero_share/level0/mean"] == pytest.approx(sum(shares) / 3)
+    assert logged["experts/zero_share/level0/collapsed"] == 0.0  # 7/19 < 0.6 on the whole set
+    assert "experts/zero_share/level1/mean" not in logged  # no level-1 stats were reported
+    assert two.collapsed == {"level0": []}
+
+
+def test_collapsed_experts_are_counted_and_warned_once():
+    callback, trainer, module = collected(RANK0[:1])
+    with pytest.warns(UserWarning, match=r"Expert\(s\) \[0\] of level0 output zero"):
+        callback.on_validation_epoch_end(trainer, module)
+    assert module.logged["experts/zero_share/level0/collapsed"] == 1.0
+    assert callback.collapsed == {"level0": [0]}
+    torch.testing.assert_close(
+        callback.zero_shares["level0"], torch.tensor([1.0, 0.5, 0.0], dtype=torch.float64)
+    )
+    callback.on_validation_epoch_start(trainer, module)
+    batch_end(callback, trainer, module, *RANK0[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same collapsed expert is not warned about again
+        callback.on_validation_epoch_end(trainer, module)
+    assert module.logged["experts/zero_share/level0/collapsed"] == 1.0
+
+
+def test_bad_zero_share_threshold():
+    with pytest.raises(ValueError, match="Expected `zero_share_threshold` to be a number in \\[0, 1\\]"):
+        ExpertDiagnostics(zero_share_threshold=1.5)

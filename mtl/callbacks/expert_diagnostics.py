@@ -1,18 +1,20 @@
 """Mixture-of-experts diagnostics: how the tasks use the experts, logged every validation epoch.
 
-The necks report ``gate/{task}``, task ``t``'s mean gate weights ``[K]`` over its rows in a batch
-(`mtl.necks.gates.MixtureNeck.task_features`). `ExpertDiagnostics` averages them over the validation
-set into the utilisation matrix ``U`` ``[T, K]`` (row ``t``: task ``t``'s mean gate, summing to 1)
-and logs the pure functions of ``U`` defined here, plus a heatmap of ``U``.
+The necks report per batch (`mtl.necks.gates.MixtureNeck`): ``gate/{task}``, task ``t``'s mean gate
+``[K]`` over its rows; ``gate_entropy/{task}``, the mean over its rows of each row's gate entropy
+(and, on token inputs, ``gate_entropy_tokens/{task}`` over the ``token_count/{task}`` real tokens);
+``zero_share/level{j}`` with ``expert_units/level{j}``, each expert's share of zero output
+activations and the number of units behind it. `ExpertDiagnostics` averages them over the
+validation set (each batch weighted by its rows, tokens or units, summed over the ranks) into the
+utilisation matrix ``U`` ``[T, K]`` (row ``t``: task ``t``'s mean gate, summing to 1), the mean
+per-example gate entropy of every task and the zero share of every expert, and logs the functions
+of `mtl.necks.diagnostics` of them, plus a heatmap of ``U``.
 
-Limits of what the stats carry (both would need the necks to report more):
-
-* Only batch means of the gates reach the callback, not per-example gates, so the entropies here are
-  those of a task's *mean* gate (how spread its use of experts is over the data), not the mean of
-  the per-example gate entropies (how soft each example's routing is). By concavity of the entropy
-  the former is an upper bound on the latter.
-* Expert activations are not reported, so the per-expert share of zero activations (the collapse
-  HoME reports) is not computed.
+Two entropies are logged and both matter: ``entropy`` is that of a task's *mean* gate (how spread
+its use of the experts is over the data), ``gate_entropy`` the mean of its per-example gate
+entropies (how soft each example's routing is). By concavity the first is at least the second;
+their difference is the information the gate carries about the example (0 when every example is
+routed alike, as with a static gate).
 """
 
 from __future__ import annotations
@@ -27,6 +29,15 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from mtl import plots
+from mtl.necks.diagnostics import (
+    collapsed_experts,
+    dead_experts,
+    effective_experts,
+    expert_load,
+    load_cv,
+    task_expert_mutual_information,
+    utilisation_entropy,
+)
 from mtl.plots import log_figure
 
 if TYPE_CHECKING:
@@ -42,134 +53,84 @@ __all__ = [
     "utilisation_entropy",
 ]
 
-#: Per task x expert utilisation is logged as scalars only up to this many experts.
+#: Per-expert values (utilisation, zero share) are logged as scalars only up to this many experts.
 MAX_SCALAR_EXPERTS = 16
 
 
-# ----------------------------------------------------------------------------------- pure functions
-def _check_utilisation(U: Tensor) -> Tensor:
-    if U.dim() != 2 or U.shape[0] < 1 or U.shape[1] < 1:
+def _check_fraction(value: float, name: str, example: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
         raise ValueError(
-            f"Expected a utilisation matrix of shape [T, K] with T, K >= 1, but got {tuple(U.shape)}."
+            f"Expected `{name}` to be a number in [0, 1], but got {value!r}. Use e.g. {example}."
         )
-    return U.double()
+    return float(value)
 
 
-def utilisation_entropy(U: Tensor) -> Tensor:
-    """Entropy in nats of each task's utilisation: ``H_t = -Σ_e U[t, e] log U[t, e]`` (``0 log 0 = 0``).
-
-    ``U`` ``[T, K]`` has rows summing to 1. Returns ``[T]``, between 0 (one expert) and ``log K``
-    (uniform). With ``U`` the task's mean gate, this is the entropy of the mean gate, not the mean
-    per-example gate entropy (the necks' stats carry no per-example gates); it bounds the latter
-    from above.
-    """
-    U = _check_utilisation(U)
-    return -torch.xlogy(U, U).sum(dim=-1)
-
-
-def effective_experts(U: Tensor) -> Tensor:
-    """Effective number of experts of each task: ``exp(H_t)`` (the perplexity of its utilisation).
-
-    Returns ``[T]``, between 1 (a single expert) and ``K`` (uniform use of the ``K`` experts).
-    """
-    return utilisation_entropy(U).exp()
-
-
-def expert_load(U: Tensor) -> Tensor:
-    """Per-expert load ``L_e = (1/T) Σ_t U[t, e]``, the unweighted mean over tasks (``[K]``, sums to 1)."""
-    return _check_utilisation(U).mean(dim=0)
-
-
-def dead_experts(U: Tensor, threshold: float = 0.1) -> Tensor:
-    """Experts that (almost) no task uses: ``L_e < threshold / K``, with ``L_e = (1/T) Σ_t U[t, e]``.
-
-    The total utilisation of an expert across tasks is taken as its load ``L_e`` (mean over tasks,
-    so that the fair share is ``1/K`` whatever ``T``): with ``threshold = 0.1`` an expert is dead when
-    it gets less than a tenth of its fair share. Returns a boolean mask ``[K]``.
-    """
-    load = expert_load(U)
-    return load < threshold / load.shape[0]
-
-
-def load_cv(U: Tensor) -> Tensor:
-    """Coefficient of variation of the per-expert load: ``CV = std(L) / mean(L)``.
-
-    ``L_e = (1/T) Σ_t U[t, e]``; ``std`` is the population standard deviation over the ``K`` experts
-    and ``mean(L) = 1/K``. 0 for perfectly balanced experts, ``sqrt(K - 1)`` when one expert takes
-    all the load. Returns a scalar tensor.
-    """
-    load = expert_load(U)
-    return load.std(correction=0) / load.mean()
-
-
-def task_expert_mutual_information(U: Tensor, task_weights: Tensor | Sequence[float] | None = None) -> Tensor:
-    """Mutual information in nats between task and expert under ``P(t, e) = p(t) U[t, e]``.
-
-    ``MI = Σ_{t,e} P(t, e) log(P(t, e) / (p(t) P(e)))`` with ``P(e) = Σ_t p(t) U[t, e]``, i.e.
-    ``H(P(e)) - Σ_t p(t) H_t``. ``p(t)`` is ``task_weights`` normalised to sum to 1 (``None``:
-    uniform). 0 when every task uses the experts alike; ``H(p)`` (``log T`` for uniform ``p``) when
-    the tasks use disjoint experts. Returns a scalar tensor.
-    """
-    U = _check_utilisation(U)
-    if task_weights is None:
-        p = torch.full((U.shape[0],), 1.0 / U.shape[0], dtype=U.dtype)
-    else:
-        p = torch.as_tensor(task_weights, dtype=U.dtype, device=U.device)
-        if p.shape != (U.shape[0],) or (p < 0).any() or p.sum() <= 0:
-            raise ValueError(
-                f"Expected `task_weights` to be {U.shape[0]} non-negative numbers with a positive sum, but got {p}."
-            )
-        p = p / p.sum()
-    p = p.to(U.device)
-    marginal = (p.unsqueeze(-1) * U).sum(dim=0)
-    return -torch.xlogy(marginal, marginal).sum() - (p * utilisation_entropy(U)).sum()
-
-
-# ----------------------------------------------------------------------------------- callback
 class ExpertDiagnostics(Callback):
     """Logs how the tasks use the experts of a mixture-of-experts neck, every validation epoch.
 
-    Collects the neck's ``gate/{task}`` stats (returned by `MultiTaskModule.validation_step`) over
-    the validation set, each batch weighted by the task's number of rows in it, into the utilisation
-    matrix ``U`` ``[T, K]`` (task ``t``'s mean gate, rows summing to 1; under DDP the sums and counts
-    are all-reduced, so every rank gets the same ``U``). Logs, for the tasks seen:
+    Collects the neck's stats (returned by `MultiTaskModule.validation_step`) over the validation set
+    and sums them over the ranks with one collective, so that every rank logs the values of the whole
+    set. Logs, for the tasks seen:
 
     * ``experts/{task}/entropy`` and ``experts/{task}/effective``: `utilisation_entropy` (nats) and
-      `effective_experts` of the task's mean gate (not a per-example entropy: see the module
-      docstring);
+      `effective_experts` of the task's mean gate;
+    * ``experts/{task}/gate_entropy``: the mean per-example gate entropy (nats) over the task's rows,
+      and ``experts/{task}/gate_entropy_tokens`` over its real tokens when the neck routes tokens;
     * ``experts/dead``: the number of `dead_experts`; ``experts/load_cv``: `load_cv`;
     * ``experts/mutual_information``: `task_expert_mutual_information`, with ``p(t)`` the task's
       share of the validation rows;
-    * ``experts/{task}/u{k}``: ``U[t, k]``, when ``K <= 16``.
+    * ``experts/{task}/u{k}``: ``U[t, k]``, when ``K <= 16``;
+    * per level ``j`` of experts: ``experts/zero_share/level{j}/e{k}``, expert ``k``'s share of zero
+      output activations (for Swish experts, of outputs ``<= 0``; see
+      `mtl.necks.diagnostics.nonpositive_share`), when ``K <= 16``; ``.../mean``, their mean; and
+      ``.../collapsed``, the number of `collapsed_experts` (share above ``zero_share_threshold``),
+      also warned about (once per expert) and kept in `collapsed`.
 
-    Only the last level's gates are reported; for CGC and PLE, whose task gates weigh the task's own
-    and the shared experts, the gate weights are placed at the global expert indices (``K`` =
-    every task's experts and the shared ones), so that a task's own experts read 0 for the others.
+    Only the last level's gates are reported; for necks whose task gates weigh a subset of the
+    experts (CGC, PLE, HoME; `MixtureNeck.gate_index`), the gate weights are placed at the level's
+    expert indices, so that a task's row reads 0 on the experts it cannot use.
 
     With ``save_images``, a heatmap of ``U`` is written to ``{trainer.log_dir}/experts/epoch{N}.png``
     on rank 0 and sent to the W&B (``experts/utilisation``) and TensorBoard loggers. Necks without
-    gate stats (shared-bottom) are skipped: nothing is logged. The sanity check is skipped too.
+    these stats (shared-bottom) are skipped: nothing is logged. The sanity check is skipped too.
 
     Args:
         dead_threshold: an expert is dead when its load is below ``dead_threshold / K``.
+        zero_share_threshold: an expert has collapsed when more than this share of its output
+            activations are zero (HoME's "over 90% zero activations": 0.9).
         save_images: write and log the heatmap.
     """
 
-    def __init__(self, dead_threshold: float = 0.1, save_images: bool = True) -> None:
-        if isinstance(dead_threshold, bool) or not isinstance(dead_threshold, (int, float)):
-            raise ValueError(f"Expected `dead_threshold` to be a number, but got {dead_threshold!r}.")
-        if not 0 <= dead_threshold <= 1:
-            raise ValueError(f"Expected `dead_threshold` to be in [0, 1], but got {dead_threshold}.")
-        self.dead_threshold = float(dead_threshold)
+    def __init__(
+        self, dead_threshold: float = 0.1, save_images: bool = True, zero_share_threshold: float = 0.9
+    ) -> None:
+        self.dead_threshold = _check_fraction(dead_threshold, "dead_threshold", "0.1")
+        self.zero_share_threshold = _check_fraction(zero_share_threshold, "zero_share_threshold", "0.9")
         self.save_images = bool(save_images)
-        self._sums: dict[str, Tensor] = {}
-        self._counts: dict[str, int] = {}
+        self._reset()
         #: The last epoch's utilisation (tasks seen, ``U``), for inspection.
         self.utilisation: tuple[list[str], Tensor] | None = None
+        #: The last epoch's mean per-example gate entropy of each task (rows; ``{task}/tokens`` for tokens).
+        self.gate_entropy: dict[str, float] = {}
+        #: The last epoch's zero share ``[K]`` of each level's experts (NaN: the expert never ran).
+        self.zero_shares: dict[str, Tensor] = {}
+        #: Experts whose zero share exceeded the threshold, per level, at the last epoch.
+        self.collapsed: dict[str, list[int]] = {}
+        self._warned: set[tuple[str, int]] = set()
 
     # ------------------------------------------------------------------------------- collection
     def _reset(self) -> None:
-        self._sums, self._counts = {}, {}
+        # Per task: Σ rows·gate [K], rows; Σ rows·gate_entropy, its rows; Σ tokens·gate_entropy_tokens,
+        # tokens.
+        self._gates: dict[str, Tensor] = {}
+        self._rows: dict[str, int] = {}
+        self._entropy_rows: dict[str, int] = {}
+        self._entropy: dict[str, Tensor] = {}
+        self._token_entropy: dict[str, Tensor] = {}
+        self._tokens: dict[str, Tensor] = {}
+        # Per level: Σ units·share [K], units [K].
+        self._zeros: dict[str, Tensor] = {}
+        self._units: dict[str, Tensor] = {}
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._reset()
@@ -188,97 +149,143 @@ class ExpertDiagnostics(Callback):
         stats = outputs.get("stats")
         if not isinstance(stats, Mapping):
             return
-        targets: Mapping[str, Any] = batch["targets"]
-        for task, rows in targets.items():
+        dtype = _accumulation_dtype(pl_module.device)
+        for task, targets in batch["targets"].items():
+            rows = len(targets)
             gate = stats.get(f"gate/{task}")
-            if gate is None or len(rows) == 0:
+            if gate is None or rows == 0:
                 continue
-            gate = self._global_gate(pl_module, task, gate.detach().float())
-            weighted = gate * len(rows)
-            if task in self._sums:
-                self._sums[task] = self._sums[task] + weighted
-            else:
-                self._sums[task] = weighted
-            self._counts[task] = self._counts.get(task, 0) + len(rows)
+            gate = self._global_gate(pl_module, task, gate.detach().to(dtype))
+            _add(self._gates, task, gate * rows)
+            self._rows[task] = self._rows.get(task, 0) + rows
+            if f"gate_entropy/{task}" in stats:
+                _add(self._entropy, task, stats[f"gate_entropy/{task}"].detach().to(dtype) * rows)
+                self._entropy_rows[task] = self._entropy_rows.get(task, 0) + rows
+            if f"gate_entropy_tokens/{task}" in stats and f"token_count/{task}" in stats:
+                tokens = stats[f"token_count/{task}"].detach().to(dtype)
+                _add(
+                    self._token_entropy,
+                    task,
+                    stats[f"gate_entropy_tokens/{task}"].detach().to(dtype) * tokens,
+                )
+                _add(self._tokens, task, tokens)
+        for key, share in stats.items():
+            level = key.removeprefix("zero_share/")
+            if level == key or f"expert_units/{level}" not in stats:
+                continue
+            units = stats[f"expert_units/{level}"].detach().to(dtype)
+            _add(self._zeros, level, share.detach().to(dtype) * units)
+            _add(self._units, level, units)
 
     @staticmethod
     def _global_gate(pl_module: LightningModule, task: str, gate: Tensor) -> Tensor:
-        """``gate`` at the neck's global expert indices (CGC / PLE: the task's own and shared experts)."""
+        """``gate`` at the neck's expert indices (CGC, PLE, HoME: a task's gate weighs a subset)."""
         neck = getattr(pl_module, "neck", None)
-        levels = getattr(neck, "levels", None)
-        if levels is None or len(levels) == 0:
+        if not hasattr(neck, "gate_index"):
             return gate
-        level = levels[-1]
-        selection, tasks = getattr(level, "selection", None), getattr(level, "tasks", None)
-        if selection is None or tasks is None or task not in tasks:
+        index = neck.gate_index(task)
+        if index is None:
             return gate
-        index = selection[tasks.index(task)].to(gate.device)
-        if index.numel() != gate.shape[-1]:
-            return gate
-        out = gate.new_zeros(int(selection.max()) + 1)
-        return out.index_copy(0, index, gate)
+        out = gate.new_zeros(neck.expert_counts()[-1])
+        return out.index_copy(0, index.to(gate.device), gate)
 
     def _num_experts(self, pl_module: LightningModule) -> int:
-        """``K``, the same on every rank: from the neck for CGC / PLE, else the width of the gates seen
-        on any rank; 0 when no rank saw gates or when the tasks' gates differ in width (warned)."""
+        """``K``, the same on every rank: from the neck when it says (`MixtureNeck.expert_counts`), else
+        the width of the gates seen on any rank; 0 when no rank saw gates or when the tasks' gates
+        differ in width (warned)."""
         neck = getattr(pl_module, "neck", None)
-        levels = getattr(neck, "levels", None)
-        if levels is not None and len(levels) and getattr(levels[-1], "selection", None) is not None:
-            return int(levels[-1].selection.max()) + 1
-        widths = {int(s.shape[-1]) for s in self._sums.values()}
+        if hasattr(neck, "expert_counts"):
+            return int(neck.expert_counts()[-1])
+        widths = {int(s.shape[-1]) for s in self._gates.values()}
         local = torch.tensor([max(widths, default=0), float(len(widths) > 1)], device=pl_module.device)
         width, mismatch = pl_module.trainer.strategy.reduce(local, reduce_op="max").tolist()
         if mismatch:
             rank_zero_warn(
                 "ExpertDiagnostics expects every task's `gate/{task}` stat to weigh the same experts, but "
-                f"got widths { {t: int(s.shape[-1]) for t, s in self._sums.items()} }; logging nothing.",
+                f"got widths { {t: int(s.shape[-1]) for t, s in self._gates.items()} }; logging nothing.",
                 category=UserWarning,
             )
             return 0
         return int(width)
 
-    def _utilisation(
-        self, trainer: Trainer, pl_module: LightningModule
-    ) -> tuple[list[str], Tensor, Tensor] | None:
-        """(tasks seen on any rank, ``U`` ``[T, K]``, their row counts ``[T]``), or ``None`` without gates."""
-        width = self._num_experts(pl_module)
-        if width == 0:
+    def _levels(self, pl_module: LightningModule) -> dict[str, int]:
+        """Level name -> number of experts, the same on every rank (from the neck)."""
+        neck = getattr(pl_module, "neck", None)
+        if not hasattr(neck, "expert_counts"):
+            return {}
+        return {f"level{j}": int(k) for j, k in enumerate(neck.expert_counts())}
+
+    def _reduced(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any] | None:
+        """Every sum of the epoch, added over the ranks in one collective; ``None`` when there is nothing
+        to reduce. Shapes depend only on the neck and the task names, so every rank agrees."""
+        width, levels = self._num_experts(pl_module), self._levels(pl_module)
+        if width == 0 and not levels:
             return None
-        names = list(getattr(pl_module, "task_names", None) or sorted(self._sums))
-        names += sorted(t for t in self._sums if t not in names)
+        names = list(getattr(pl_module, "task_names", None) or sorted(self._gates))
+        names += sorted(t for t in self._gates if t not in names)
         device = pl_module.device
-        dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
-        sums = torch.zeros(len(names), width, device=device, dtype=dtype)
-        counts = torch.zeros(len(names), device=device, dtype=dtype)
+        dtype = _accumulation_dtype(device)
+        T = len(names)
+        gates = torch.zeros(T, width, device=device, dtype=dtype)
+        # Rows: gate rows, entropy rows, Σ rows·entropy, Σ tokens·token entropy, tokens.
+        per_task = torch.zeros(5, T, device=device, dtype=dtype)
         for i, task in enumerate(names):
-            if task in self._sums:
-                sums[i] = self._sums[task].to(sums)
-                counts[i] = self._counts[task]
-        # One collective for both: every rank sums the same [T, K + 1], zeros for tasks it did not see.
-        reduced = trainer.strategy.reduce(torch.cat([sums, counts.unsqueeze(-1)], dim=-1), reduce_op="sum")
-        sums, counts = reduced[:, :-1].cpu(), reduced[:, -1].cpu()
+            if task in self._gates and self._gates[task].shape[-1] == width:
+                gates[i] = self._gates[task].to(gates)
+                per_task[0, i] = self._rows[task]
+            per_task[1, i] = self._entropy_rows.get(task, 0)
+            for row, store in ((2, self._entropy), (3, self._token_entropy), (4, self._tokens)):
+                if task in store:
+                    per_task[row, i] = store[task].to(per_task)
+        zeros = [self._zeros.get(lv, torch.zeros(k)).to(device, dtype) for lv, k in levels.items()]
+        units = [self._units.get(lv, torch.zeros(k)).to(device, dtype) for lv, k in levels.items()]
+        packed = torch.cat([gates.flatten(), per_task.flatten(), *zeros, *units])
+        packed = trainer.strategy.reduce(packed, reduce_op="sum").cpu().double()
+        gates, packed = packed[: T * width].view(T, width), packed[T * width :]
+        per_task, packed = packed[: 5 * T].view(5, T), packed[5 * T :]
+        sizes = list(levels.values())
+        zeros = packed[: sum(sizes)].split(sizes)
+        units = packed[sum(sizes) :].split(sizes)
+        return {
+            "names": names,
+            "gates": gates,
+            "per_task": per_task,
+            "zeros": zeros,
+            "units": units,
+            "levels": levels,
+        }
+
+    def _utilisation(self, reduced: Mapping[str, Any]) -> tuple[list[str], Tensor, Tensor] | None:
+        """(tasks seen on any rank, ``U`` ``[T, K]``, their row counts ``[T]``), or ``None`` without gates."""
+        gates, counts = reduced["gates"], reduced["per_task"][0]
         seen = counts > 0
-        if not seen.any():
+        if gates.shape[-1] == 0 or not seen.any():
             return None
-        sums, counts = sums.double(), counts.double()
-        U = sums[seen] / counts[seen].unsqueeze(-1)
-        U = U / U.sum(dim=-1, keepdim=True)  # exact row sums despite the float32 accumulation
-        return [t for t, s in zip(names, seen.tolist(), strict=True) if s], U, counts[seen]
+        U = gates[seen] / counts[seen].unsqueeze(-1)
+        U = U / U.sum(dim=-1, keepdim=True)  # exact row sums despite the float32 accumulation on MPS
+        return [t for t, s in zip(reduced["names"], seen.tolist(), strict=True) if s], U, counts[seen]
 
     # ------------------------------------------------------------------------------- epoch end
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking:
             self._reset()
             return
-        result = self._utilisation(trainer, pl_module)
+        reduced = self._reduced(trainer, pl_module)
         self._reset()
-        if result is None:
+        if reduced is None:
             return
-        tasks, U, counts = result
-        self.utilisation = (tasks, U)
-        pl_module.log_dict(self.metrics(tasks, U, counts), sync_dist=True)
-        if self.save_images:
-            self._log_heatmap(trainer, tasks, U)
+        values: dict[str, float] = {}
+        utilisation = self._utilisation(reduced)
+        if utilisation is not None:
+            tasks, U, counts = utilisation
+            self.utilisation = (tasks, U)
+            values.update(self.metrics(tasks, U, counts))
+        values.update(self._entropy_metrics(reduced["names"], reduced["per_task"]))
+        values.update(self._zero_share_metrics(reduced["levels"], reduced["zeros"], reduced["units"]))
+        if values:
+            pl_module.log_dict(values, sync_dist=True)
+        if self.save_images and utilisation is not None:
+            self._log_heatmap(trainer, utilisation[0], utilisation[1])
 
     def metrics(
         self, tasks: Sequence[str], U: Tensor, task_weights: Tensor | None = None
@@ -298,6 +305,49 @@ class ExpertDiagnostics(Callback):
                     values[f"experts/{task}/u{k}"] = float(U[i, k])
         return values
 
+    def _entropy_metrics(self, names: Sequence[str], per_task: Tensor) -> dict[str, float]:
+        """Mean per-example (and per-token) gate entropy of every task that reported one."""
+        _, rows, entropy, token_entropy, tokens = per_task
+        values: dict[str, float] = {}
+        self.gate_entropy = {}
+        for i, task in enumerate(names):
+            if rows[i] > 0:
+                self.gate_entropy[task] = float(entropy[i] / rows[i])
+                values[f"experts/{task}/gate_entropy"] = self.gate_entropy[task]
+            if tokens[i] > 0:
+                self.gate_entropy[f"{task}/tokens"] = float(token_entropy[i] / tokens[i])
+                values[f"experts/{task}/gate_entropy_tokens"] = self.gate_entropy[f"{task}/tokens"]
+        return values
+
+    def _zero_share_metrics(
+        self, levels: Mapping[str, int], zeros: Sequence[Tensor], units: Sequence[Tensor]
+    ) -> dict[str, float]:
+        """Per level: each expert's zero share, their mean, and the collapsed experts (warned once)."""
+        values: dict[str, float] = {}
+        self.zero_shares, self.collapsed = {}, {}
+        for level, zero, unit in zip(levels, zeros, units, strict=True):
+            if not (unit > 0).any():
+                continue
+            share = torch.where(unit > 0, zero / unit.clamp_min(1e-12), torch.full_like(zero, float("nan")))
+            flagged = collapsed_experts(share, self.zero_share_threshold).nonzero().flatten().tolist()
+            self.zero_shares[level], self.collapsed[level] = share, flagged
+            prefix = f"experts/zero_share/{level}"
+            values[f"{prefix}/mean"] = float(share[unit > 0].mean())
+            values[f"{prefix}/collapsed"] = float(len(flagged))
+            if len(share) <= MAX_SCALAR_EXPERTS:
+                values.update({f"{prefix}/e{k}": float(v) for k, v in enumerate(share.tolist()) if v == v})
+            new = [k for k in flagged if (level, k) not in self._warned]
+            if new:
+                self._warned.update((level, k) for k in new)
+                rank_zero_warn(
+                    f"Expert(s) {new} of {level} output zero (Swish: <= 0) for more than "
+                    f"{self.zero_share_threshold:.0%} of their inputs (shares "
+                    f"{[round(float(share[k]), 3) for k in new]}): collapsed experts, as HoME reports. "
+                    "Consider normalised Swish experts (HoME), a lower learning rate or fewer experts.",
+                    category=UserWarning,
+                )
+        return values
+
     def _log_heatmap(self, trainer: Trainer, tasks: Sequence[str], U: Tensor) -> None:
         directory = trainer.log_dir or trainer.default_root_dir  # collective: call it on every rank
         if not trainer.is_global_zero:
@@ -307,6 +357,15 @@ class ExpertDiagnostics(Callback):
         path = Path(directory) / "experts" / f"epoch{epoch}.png"
         log_figure(figure, path, "experts/utilisation", trainer.loggers, step=trainer.global_step)
         figure.clear()
+
+
+def _accumulation_dtype(device: torch.device) -> torch.dtype:
+    """float64 for the sums over the validation set, except on MPS, which has no float64."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def _add(store: dict[str, Tensor], key: str, value: Tensor) -> None:
+    store[key] = store[key] + value if key in store else value
 
 
 def heatmap(tasks: Sequence[str], U: Tensor, title: str = "Expert utilisation") -> Figure:

@@ -61,39 +61,42 @@ class ExtractionLevel(nn.Module):
     def branch_input(self, x: Tensor, branch: int) -> Tensor:
         return x if self.first else x[..., branch, :]
 
-    def run_experts(self, x: Tensor, index: Tensor | None = None) -> Tensor:
-        """Outputs ``[..., K', O]`` of the experts ``index`` (all when ``None``), each on its branch."""
+    def run_experts(self, x: Tensor, index: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Outputs ``[..., K', O]`` of the experts ``index`` (all when ``None``), each on its branch,
+        and their `nonpositive_share` ``[..., K']``."""
         if self.first:
-            return self.experts(x, index)
+            return self.experts(x, index, activity=True)
         source = self.source if index is None else self.source[index]
-        return self.experts(x.index_select(-2, source), index, per_expert=True)
+        return self.experts(x.index_select(-2, source), index, per_expert=True, activity=True)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Every branch on every row, ``[..., T (+ 1), O]``: the input of the next level.
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Every branch on every row, ``[..., T (+ 1), O]`` (the input of the next level), and the
+        experts' `nonpositive_share` ``[..., K]``.
 
         All rows and all tasks are needed: the shared gate of the next level mixes every task's
         experts, so a row's output must not depend on which tasks share its batch.
         """
-        experts = self.run_experts(x)
+        experts, nonpositive = self.run_experts(x)
         branches = [
             mix(self.gates[task](self.branch_input(x, i)), experts.index_select(-2, self.selection[i]))
             for i, task in enumerate(self.tasks)
         ]
         if self.shared_gate is not None:
             branches.append(mix(self.shared_gate(self.branch_input(x, len(self.tasks))), experts))
-        return torch.stack(branches, dim=-2)
+        return torch.stack(branches, dim=-2), nonpositive
 
     def task_mixtures(
         self, x: Tensor, routes: Mapping[str, Tensor | None]
-    ) -> dict[str, tuple[Tensor, Tensor]]:
-        """Per routed task, ``(mixture, gate weights)`` on its rows.
+    ) -> tuple[dict[str, tuple[Tensor, Tensor]], Tensor, Tensor | None]:
+        """Per routed task, ``(mixture, gate weights)`` on its rows; and the evaluated experts'
+        `nonpositive_share` ``[..., K']`` with their ids (``None``: all experts ran).
 
         Only the experts of the tasks present (and the shared ones) are evaluated, on every row; each
         task's gate runs on its routed rows only.
         """
         present = [self.tasks.index(task) for task in routes]
         index = None if len(set(present)) == len(self.tasks) else torch.unique(self.selection[present])
-        experts = self.run_experts(x, index)
+        experts, nonpositive = self.run_experts(x, index)
         out: dict[str, tuple[Tensor, Tensor]] = {}
         for task, i in zip(routes, present, strict=True):
             rows = routes[task]
@@ -101,7 +104,7 @@ class ExtractionLevel(nn.Module):
             chosen = self.selection[i] if index is None else torch.searchsorted(index, self.selection[i])
             weights = self.gates[task](take(self.branch_input(x, i), rows))
             out[task] = (mix(weights, take(experts, rows).index_select(-2, chosen)), weights)
-        return out
+        return out, nonpositive, index
 
 
 class CGC(MixtureNeck):
@@ -113,9 +116,12 @@ class CGC(MixtureNeck):
     E_{s,1}(x) .. E_{s,m_s}(x)]``: separating task-specific from shared experts avoids the "seesaw"
     of MMoE, where every expert is pulled by every task.
 
-    Stats: ``gate/{task}``, the task's mean gate weights over its rows, ``[num_task_experts +
-    num_shared_experts]`` in the order (own experts, shared experts); ``gate_tokens/{task}`` per real
-    token on token inputs (see `MixtureNeck`). No auxiliary loss.
+    Stats: the gate stats of `MixtureNeck.task_features`, ``gate/{task}`` the task's mean gate weights
+    over its rows, ``[num_task_experts + num_shared_experts]`` in the order (own experts, shared
+    experts) (`gate_index` maps them to the level's experts), ``gate_entropy/{task}`` and the
+    per-token versions on token inputs; ``zero_share/level{j}`` over all of level ``j``'s experts, in
+    the layout of `ExtractionLevel` (experts of the last level that did not run, those of tasks absent
+    from the batch, get weight 0). No auxiliary loss.
 
     Hyper-parameters:
         num_shared_experts: ``m_s``, experts every task may use (``>= 0``).
@@ -164,13 +170,23 @@ class CGC(MixtureNeck):
             width = self.expert_hidden[-1]
         self.levels = nn.ModuleList(levels)
 
+    def expert_counts(self) -> list[int]:
+        return [level.experts.num_experts for level in self.levels]
+
+    def gate_index(self, task: str) -> Tensor:
+        return self.levels[-1].selection[self.tasks.index(task)]
+
     def forward(self, features: Features, routes: Mapping[str, Tensor | None]) -> NeckOutput:
         x = self.expert_inputs(features)
         self.check_routes(routes)
-        for level in self.levels[:-1]:
-            x = level(x)
-        out: dict[str, Features] = {}
+        valid = self.real_units(features, x)
         stats: dict[str, Tensor] = {}
-        for task, (mixed, weights) in self.levels[-1].task_mixtures(x, routes).items():
+        for j, level in enumerate(self.levels[:-1]):
+            x, nonpositive = level(x)
+            self.record_zero_share(stats, j, nonpositive, valid)
+        mixtures, nonpositive, index = self.levels[-1].task_mixtures(x, routes)
+        self.record_zero_share(stats, len(self.levels) - 1, nonpositive, valid, index)
+        out: dict[str, Features] = {}
+        for task, (mixed, weights) in mixtures.items():
             out[task] = self.task_features(features, routes[task], mixed, weights, task, stats)
         return NeckOutput(features=out, stats=stats)

@@ -142,8 +142,9 @@ class DSelectK(MixtureNeck):
     ``h(r) = -Σ_i r_i log(r_i + 1e-6)``, the mean over task ``t``'s routed rows (and, on tokens, over
     their pooled vector and real tokens), summed over the tasks in the batch.
 
-    Stats: ``gate/{task}``, the task's mean expert weights ``[n]`` over its rows (and
-    ``gate_tokens/{task}`` over real tokens).
+    Stats: the gate stats of `MixtureNeck.task_features` (``gate/{task}``, the task's mean expert
+    weights ``[n]`` over its rows, ``gate_entropy/{task}``, and their per-token versions) and
+    ``zero_share/level0`` ``[n]`` (`MixtureNeck.record_zero_share`).
 
     Hyper-parameters:
         num_experts: ``n``, the number of shared experts.
@@ -207,31 +208,36 @@ class DSelectK(MixtureNeck):
             }
         )
 
+    def expert_counts(self) -> list[int]:
+        return [self.num_experts]
+
     def forward(self, features: Features, routes: Mapping[str, Tensor | None]) -> NeckOutput:
         x = self.expert_inputs(features)
         self.check_routes(routes)
-        experts = self.experts(x)  # [B, (1 + L,) n, O], once for all rows
+        experts, nonpositive = self.experts(x, activity=True)  # [B, (1 + L,) n, O], once for all rows
+        real = self.real_units(features, x)
         out: dict[str, Features] = {}
         stats: dict[str, Tensor] = {}
+        self.record_zero_share(stats, 0, nonpositive, real)
         entropies: list[Tensor] = []
         for task, rows in routes.items():
-            task_x = take(x, rows)
-            weights, selectors = self.gates[task](task_x)
+            weights, selectors = self.gates[task](take(x, rows))
             mixed = mix(weights, take(experts, rows))
             out[task] = self.task_features(features, rows, mixed, weights, task, stats)
             if self.entropy_reg > 0:
-                entropies.append(self._mean_entropy(selectors, task_x, features, rows))
+                entropies.append(self._mean_entropy(selectors, None if real is None else take(real, rows)))
         aux_loss = self.entropy_reg * torch.stack(entropies).sum() if entropies else None
         return NeckOutput(features=out, aux_loss=aux_loss, stats=stats)
 
-    def _mean_entropy(self, selectors: Tensor, x: Tensor, features: Features, rows: Tensor | None) -> Tensor:
-        """Selector entropy averaged over the rows (and real positions) the gate was evaluated on."""
+    def _mean_entropy(self, selectors: Tensor, real: Tensor | None) -> Tensor:
+        """Selector entropy averaged over the rows (and real positions ``real``) the gate was
+        evaluated on."""
         entropy = selector_entropy(selectors)
         if self.gate == "static":
             return entropy  # one set of selectors per task: the same for every row
-        weight = torch.ones(x.shape[:-1], dtype=entropy.dtype, device=entropy.device)
-        if x.dim() == 3 and features.mask is not None:  # [R, 1 + L]: the pooled vector and real tokens
-            weight[:, 1:] = take(features.mask, rows).to(entropy.dtype)
+        if real is None:
+            return entropy.sum() / max(entropy.numel(), 1)
+        weight = real.to(entropy.dtype)
         return (entropy * weight).sum() / weight.sum().clamp_min(1)
 
     def extra_repr(self) -> str:

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from mtl.necks.diagnostics import nonpositive_share
+
 __all__ = [
     "StackedExperts",
     "check_count",
@@ -110,7 +112,9 @@ class StackedExperts(nn.Module):
     def out_features(self) -> int:
         return self.hidden[-1]
 
-    def forward(self, x: Tensor, index: Tensor | None = None, per_expert: bool = False) -> Tensor:
+    def forward(
+        self, x: Tensor, index: Tensor | None = None, per_expert: bool = False, activity: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
         """Outputs ``[..., K', out]`` of the experts ``index`` (``K' = len(index)``; all when ``None``).
 
         Args:
@@ -120,6 +124,8 @@ class StackedExperts(nn.Module):
             index: which experts to evaluate (a LongTensor of expert ids), e.g. only those of the tasks
                 in the batch; selecting weights is far cheaper than computing unused experts.
             per_expert: whether ``x`` carries one input per expert.
+            activity: also return `nonpositive_share` ``[..., K']`` of the last layer's activations
+                (before dropout): per unit and expert, the share of zero outputs.
         """
         if x.shape[-1] != self.in_features:
             raise ValueError(
@@ -127,11 +133,16 @@ class StackedExperts(nn.Module):
                 f"{tuple(x.shape)}."
             )
         h = x
+        last = len(self.weights) - 1
+        nonpositive = None
         for layer, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
             if index is not None:
                 weight, bias = weight.index_select(0, index), bias.index_select(0, index)
-            h = self.dropout(torch.relu(expert_layer(h, weight, layer == 0 and not per_expert) + bias))
-        return h
+            h = torch.relu(expert_layer(h, weight, layer == 0 and not per_expert) + bias)
+            if activity and layer == last:
+                nonpositive = nonpositive_share(h)
+            h = self.dropout(h)
+        return h if nonpositive is None else (h, nonpositive)
 
     def extra_repr(self) -> str:
         return f"num_experts={self.num_experts}, in_features={self.in_features}, hidden={self.hidden}"

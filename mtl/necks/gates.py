@@ -12,6 +12,10 @@ task's `Features`, so that OMoE, MMoE, CGC and PLE only describe their experts a
   ``tokens`` output is the per-token gated mixture; ``mask`` and ``input_ids`` pass through.
 * ``spatial`` maps are not routed through the experts and are dropped (their width would no
   longer match ``out_features``); spatial heads belong behind shared-bottom.
+
+Stats every mixture neck reports (for `mtl.callbacks.ExpertDiagnostics`): per task, the mean gate
+and the mean per-example gate entropy (`MixtureNeck.task_features`); per level of experts, the
+share of zero output activations of each expert (`MixtureNeck.record_zero_share`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from torch import Tensor, nn
 
 from mtl.features import FeatureKind, Features
 from mtl.necks.base import Neck
+from mtl.necks.diagnostics import entropy, zero_share
 from mtl.necks.experts import check_count, check_dropout, check_expert_hidden
 
 __all__ = ["MixtureNeck", "SoftmaxGate", "mix", "take"]
@@ -58,8 +63,9 @@ class MixtureNeck(Neck):
     """Base of the mixture-of-experts necks: argument checks, token packing, routes and stats.
 
     Subclasses create their experts and gates in `build` (called by `bind`, once the encoder width
-    and the task names are known) and implement `forward` with `expert_inputs`, `check_routes` and
-    `task_features`.
+    and the task names are known), say how many experts each level holds (`expert_counts`) and
+    implement `forward` with `expert_inputs`, `check_routes`, `task_features` (every task's output
+    goes through it, so that every neck reports the same gate stats) and `record_zero_share`.
 
     Args:
         expert_hidden: widths of each expert's layers; the last is the neck's output width.
@@ -131,6 +137,16 @@ class MixtureNeck(Neck):
                 f"task(s) {unknown}. Bind the neck with every task that has a head."
             )
 
+    def real_units(self, features: Features, x: Tensor) -> Tensor | None:
+        """Which units of the expert inputs ``x`` (`expert_inputs`) are real: ``None`` when all are
+        (pooled inputs, or tokens without a mask), else a boolean ``[B, 1 + L]``: the pooled vector
+        and the unpadded tokens."""
+        if x.dim() == 2 or features.mask is None:
+            return None
+        real = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+        real[:, 1:] = features.mask.bool()
+        return real
+
     def task_features(
         self,
         features: Features,
@@ -140,20 +156,65 @@ class MixtureNeck(Neck):
         task: str,
         stats: dict[str, Tensor],
     ) -> Features:
-        """Task ``task``'s `Features` from its gated mixture ``mixed`` (``[R, O]`` or ``[R, 1 + L, O]``),
-        recording the mean gate ``weights`` in ``stats`` under ``gate/{task}`` (and, per real token,
-        ``gate_tokens/{task}``)."""
+        """Task ``task``'s `Features` from its gated mixture ``mixed`` (``[R, O]`` or ``[R, 1 + L, O]``)
+        and its gate ``weights`` (``[R, K]`` or ``[R, 1 + L, K]``), recording in ``stats``:
+
+        * ``gate/{task}``: the mean gate over the task's rows (the pooled vector's gate on tokens);
+        * ``gate_entropy/{task}``: the mean over those rows of each row's gate `entropy` (nats);
+        * on token inputs, over the real (unpadded) tokens: ``gate_tokens/{task}`` (the mean gate),
+          ``gate_entropy_tokens/{task}`` (the mean per-token gate entropy) and ``token_count/{task}``
+          (the number of real tokens, the weight of both means).
+
+        All are float32, detached, and computed on the device (no host sync).
+        """
         input_ids = None if features.input_ids is None else take(features.input_ids, rows)
-        weights = weights.detach()
+        weights = weights.detach().float()
         if mixed.dim() == 2:
             stats[f"gate/{task}"] = weights.mean(dim=0)
+            stats[f"gate_entropy/{task}"] = entropy(weights).mean()
             return Features(pooled=mixed, input_ids=input_ids)
         mask = None if features.mask is None else take(features.mask, rows)
         stats[f"gate/{task}"] = weights[:, 0].mean(dim=0)
+        stats[f"gate_entropy/{task}"] = entropy(weights[:, 0]).mean()
         token_weights = weights[:, 1:]
-        if mask is None:
-            stats[f"gate_tokens/{task}"] = token_weights.mean(dim=(0, 1))
-        else:
-            real = mask.to(token_weights.dtype).unsqueeze(-1)
-            stats[f"gate_tokens/{task}"] = (token_weights * real).sum(dim=(0, 1)) / real.sum().clamp_min(1)
+        real = torch.ones(token_weights.shape[:-1], device=weights.device) if mask is None else mask.float()
+        count = real.sum()
+        denominator = count.clamp_min(1)
+        stats[f"gate_tokens/{task}"] = (token_weights * real.unsqueeze(-1)).sum(dim=(0, 1)) / denominator
+        stats[f"gate_entropy_tokens/{task}"] = (entropy(token_weights) * real).sum() / denominator
+        stats[f"token_count/{task}"] = count
         return Features(pooled=mixed[:, 0], tokens=mixed[:, 1:], mask=mask, input_ids=input_ids)
+
+    def record_zero_share(
+        self,
+        stats: dict[str, Tensor],
+        level: int,
+        nonpositive: Tensor,
+        valid: Tensor | None = None,
+        index: Tensor | None = None,
+    ) -> None:
+        """Record level ``level``'s per-expert `zero_share` in ``stats``: ``zero_share/level{level}``
+        (the share of zero, for Swish experts non-positive, output activations, over the valid units)
+        and ``expert_units/level{level}`` (the units each expert processed, the weight of its share).
+
+        ``nonpositive`` ``[..., K']`` comes from the experts (``activity=True``); ``index``: the expert
+        ids of its ``K'`` columns when only some of the level's experts ran (the others get share 0
+        and weight 0).
+        """
+        share, units = zero_share(nonpositive, valid)
+        if index is not None:
+            total = self.expert_counts()[level]
+            share = share.new_zeros(total).index_copy(0, index, share)
+            units = units.new_zeros(total).index_copy(0, index, units)
+        stats[f"zero_share/level{level}"] = share
+        stats[f"expert_units/level{level}"] = units
+
+    @abc.abstractmethod
+    def expert_counts(self) -> list[int]:
+        """The number of experts on each level (one level for MMoE; PLE and HoME have several), in the
+        order of the ``zero_share/level{j}`` stats."""
+
+    def gate_index(self, task: str) -> Tensor | None:
+        """Which of the last level's experts task ``task``'s gate weighs, in the order of its weights
+        (``None``: all of them, in order). CGC, PLE and HoME gate a task over a subset."""
+        return None

@@ -19,38 +19,57 @@ __all__ = ["HoME"]
 class HoME(MixtureNeck):
     """Hierarchy of multi-gate experts.
 
-    Wang et al., "HoME: Hierarchy of Multi-Gate Experts for Multi-Task Learning at Kuaishou", 2024
-    (arXiv:2408.05430). Four fixes for MMoE, each its own switch or hyper-parameter:
+    Wang, Cao, Fu, Gai and Zhou, "HoME: Hierarchy of Multi-Gate Experts for Multi-Task Learning at
+    Kuaishou", KDD 2025 (arXiv:2408.05430, 2024). Four fixes for MMoE, each its own switch or
+    hyper-parameter:
 
-    * **Expert normalisation & Swish** (against expert collapse): every expert layer is
-      ``Linear -> Norm -> Swish``, with batch normalisation per (expert, feature) by default, as in
-      the paper (``expert_norm="layer"`` for batch-independent outputs); see `SwishExperts`.
-    * **Hierarchy mask** (against expert degradation): tasks are grouped into categories
-      (``task_categories``). Level 1 (meta level) holds ``num_category_experts`` experts per category
-      and ``num_shared_experts`` shared ones; category ``c``'s gate mixes ``[c's, shared]`` into the
-      branch ``h_c``, and a shared gate mixes all meta-experts into ``h_s``. Level 2 holds
-      ``num_task_experts`` per task, ``num_category_experts`` per category and ``num_shared_experts``
-      shared ones; task ``t`` of category ``c`` sees only ``[t's, c's, shared]`` (the mask; every other
-      expert's weight is exactly 0), with its gate reading ``h_c``. Task and category experts read
-      ``h_c``, shared experts read ``h_s``.
-    * **Feature gate** (``feature_gate``, against expert underfitting): every meta-expert ``k`` reads a
-      private input ``x ⊙ 2·sigmoid(x B_k A_k)``, a low-rank (LoRA-style, rank ``feature_gate_rank``)
-      per-expert gate in ``(0, 2)``, the identity at initialisation; see `FeatureGate`.
+    * **Expert normalisation & Swish** (against expert collapse, where some ReLU experts output zero
+      for over 90% of the inputs and the gates cannot weigh experts fairly): every expert layer is
+      ``Linear -> Norm -> Swish``, with batch normalisation per (expert, feature) by default
+      (``expert_norm="layer"`` for batch-independent outputs); see `SwishExperts`.
+    * **Hierarchy mask** (against expert degradation, shared experts taken over by one task): tasks
+      are grouped into categories (``task_categories``). Level 1 (meta level) holds
+      ``num_category_experts`` experts per category and ``num_shared_experts`` shared ones; category
+      ``c``'s gate mixes ``[c's, shared]`` into the branch ``h_c``, and a shared gate mixes all
+      meta-experts into ``h_s``. Level 2 holds ``num_task_experts`` per task, ``num_category_experts``
+      per category and ``num_shared_experts`` shared ones; task ``t`` of category ``c`` sees only
+      ``[t's, c's, shared]`` (the mask; every other expert's weight is exactly 0), with its gate
+      reading ``h_c``. Task and category experts read ``h_c``, shared experts read ``h_s``.
+    * **Feature gate** (``feature_gate``, against expert underfitting of sparse tasks): every
+      meta-expert ``k`` reads a private input ``x ⊙ 2·sigmoid(x B_k A_k)``, a low-rank (LoRA-style,
+      rank ``feature_gate_rank``) per-expert gate in ``(0, 2)``, the identity at initialisation; see
+      `FeatureGate`.
     * **Self gate** (``self_gate``): a residual path between the levels, so that level 1 keeps a
       direct gradient: task ``t`` adds ``Σ_j sigmoid(U_t h_c)_j M_j`` to its level-2 mixture, where
       ``M_j`` are the level-1 experts ``[c's, shared]`` category ``c`` sees (sigmoid weights, not
       softmax: the residual may be switched off or on per expert).
 
-    Provenance: the feature gate's low-rank form is confirmed by public material; the self gate's exact
-    formula, the level layout and batch (rather than layer) normalisation are reconstructed from the
-    paper's description without its method section at hand, and should be checked against it.
+    Provenance (the paper's method section was not available when this was written; what follows was
+    checked against its abstract, arxiv.org/abs/2408.05430, and public summaries of its method,
+    hqwc.cn/news/873197.html and laughharbor.top/blog/home; chatpaper.com/paper/175374 for the venue):
 
-    Stats: ``gate/{task}``, the mean level-2 gate weights over the task's rows, ``[num_task_experts +
-    num_category_experts + num_shared_experts]`` in the order (own task experts, own category's
-    experts, shared experts), and ``gate_tokens/{task}`` on token inputs (see `MixtureNeck`);
-    ``meta_gate/{category}``, the mean level-1 gate weights ``[num_category_experts +
-    num_shared_experts]`` (own, shared) over all rows; ``self_gate/{task}`` (with ``self_gate``), the
-    mean sigmoid weights in the same order as ``meta_gate``. No auxiliary loss.
+    * verified: the three anomalies and the "over 90% zero activations with ReLU" of collapsed experts
+      (abstract); normalisation applied to each expert separately, as batch normalisation followed
+      by Swish, ``f(s) = BN(s)·sigmoid(BN(s))`` (both summaries); a first (meta) level that extracts
+      the knowledge shared within each task category and that shared by all tasks, with the per-task
+      prediction on a second level built on those representations (hqwc.cn);
+    * seen only in public re-implementations: the feature gate ``2·sigmoid(v B A)`` with LoRA factors;
+    * not verified (reconstructed from the paper's description): that the feature gate is private to
+      each meta-expert and starts as the identity; the exact inputs of the level-2 gates and experts
+      (``h_c`` for the task's gate, task and category experts, ``h_s`` for the shared experts); the
+      self gate's formula (sigmoid-weighted sum of the level-1 experts the category sees, added to
+      the level-2 mixture). Nothing found contradicts the implementation, so none of it was changed.
+
+    Stats: the gate stats of `MixtureNeck.task_features` on the level-2 gates, ``gate/{task}``, the
+    mean weights over the task's rows, ``[num_task_experts + num_category_experts +
+    num_shared_experts]`` in the order (own task experts, own category's experts, shared experts)
+    (`gate_index` maps them to the level's experts), ``gate_entropy/{task}`` and the per-token
+    versions on token inputs; ``zero_share/level0`` (meta-experts) and ``zero_share/level1``
+    (level-2 experts): each expert's share of Swish outputs ``<= 0`` (see
+    `mtl.necks.diagnostics.nonpositive_share`); ``meta_gate/{category}``, the mean level-1 gate
+    weights ``[num_category_experts + num_shared_experts]`` (own, shared) over all rows;
+    ``self_gate/{task}`` (with ``self_gate``), the mean sigmoid weights in the same order as
+    ``meta_gate``. No auxiliary loss.
 
     All experts run on every row (so batch-norm statistics do not depend on the routes); gates run on
     routed rows. On token inputs, batch norm pools its statistics over rows and tokens, padding
@@ -205,26 +224,36 @@ class HoME(MixtureNeck):
             else None
         )
 
+    def expert_counts(self) -> list[int]:
+        return [self.meta_experts.num_experts, self.experts.num_experts]
+
+    def gate_index(self, task: str) -> Tensor:
+        return self.visible[self.tasks.index(task)]
+
     # -------------------------------------------------------------------------------------- levels
-    def meta_level(self, x: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
+    def meta_level(self, x: Tensor) -> tuple[Tensor, Tensor, list[Tensor], Tensor]:
         """Level 1 on every row: meta-expert outputs ``[..., K1, O]``, branches ``[..., C (+1), O]``
-        (categories, then shared), and each branch's gate weights."""
+        (categories, then shared), each branch's gate weights, and the meta-experts'
+        `nonpositive_share` ``[..., K1]``."""
         if self.feature_gates is None:
-            meta = self.meta_experts(x)
+            meta, nonpositive = self.meta_experts(x, activity=True)
         else:
-            meta = self.meta_experts(self.feature_gates(x), per_expert=True)
+            meta, nonpositive = self.meta_experts(self.feature_gates(x), per_expert=True, activity=True)
         weights = [gate(x) for gate in self.meta_gates]
         branches = [mix(w, meta.index_select(-2, self.meta_visible[c])) for c, w in enumerate(weights)]
         if self.meta_shared_gate is not None:
             weights.append(self.meta_shared_gate(x))
             branches.append(mix(weights[-1], meta))
-        return meta, torch.stack(branches, dim=-2), weights
+        return meta, torch.stack(branches, dim=-2), weights, nonpositive
 
     def task_level(
         self, meta: Tensor, branches: Tensor, routes: Mapping[str, Tensor | None]
-    ) -> dict[str, tuple[Tensor, Tensor, Tensor | None]]:
-        """Per routed task, ``(mixture, gate weights over its visible experts, self-gate weights)``."""
-        experts = self.experts(branches.index_select(-2, self.source), per_expert=True)
+    ) -> tuple[dict[str, tuple[Tensor, Tensor, Tensor | None]], Tensor]:
+        """Per routed task, ``(mixture, gate weights over its visible experts, self-gate weights)``;
+        and the level-2 experts' `nonpositive_share` ``[..., K2]``."""
+        experts, nonpositive = self.experts(
+            branches.index_select(-2, self.source), per_expert=True, activity=True
+        )
         out: dict[str, tuple[Tensor, Tensor, Tensor | None]] = {}
         for task, rows in routes.items():
             i, c = self.tasks.index(task), self.category_of[task]
@@ -236,14 +265,14 @@ class HoME(MixtureNeck):
                 residual = torch.sigmoid(self.self_gates[task](h))
                 mixed = mixed + mix(residual, take(meta, rows).index_select(-2, self.meta_visible[c]))
             out[task] = (mixed, weights, residual)
-        return out
+        return out, nonpositive
 
     def expert_weights(self, features: Features) -> dict[str, Tensor]:
         """Per task, its level-2 gate weights scattered over *all* level-2 experts ``[..., K2]`` (in the
         layout [tasks' experts, categories' experts, shared]): exactly 0 on masked-out experts."""
-        meta, branches, _ = self.meta_level(self.expert_inputs(features))
+        meta, branches, _, _ = self.meta_level(self.expert_inputs(features))
         total = self.experts.num_experts
-        mixtures = self.task_level(meta, branches, dict.fromkeys(self.tasks))
+        mixtures, _ = self.task_level(meta, branches, dict.fromkeys(self.tasks))
         return {
             task: weights.new_zeros(*weights.shape[:-1], total).index_copy(-1, self.visible[i], weights)
             for i, (task, (_, weights, _)) in enumerate(mixtures.items())
@@ -252,13 +281,17 @@ class HoME(MixtureNeck):
     def forward(self, features: Features, routes: Mapping[str, Tensor | None]) -> NeckOutput:
         x = self.expert_inputs(features)
         self.check_routes(routes)
-        meta, branches, meta_weights = self.meta_level(x)
+        meta, branches, meta_weights, nonpositive = self.meta_level(x)
         stats: dict[str, Tensor] = {}
+        real = self.real_units(features, x)
+        self.record_zero_share(stats, 0, nonpositive, real)
         for category, weights in zip(self.categories, meta_weights, strict=False):
             pooled = weights if weights.dim() == 2 else weights[:, 0]
             stats[f"meta_gate/{category}"] = pooled.detach().mean(dim=0)
+        mixtures, nonpositive = self.task_level(meta, branches, routes)
+        self.record_zero_share(stats, 1, nonpositive, real)
         out: dict[str, Features] = {}
-        for task, (mixed, weights, residual) in self.task_level(meta, branches, routes).items():
+        for task, (mixed, weights, residual) in mixtures.items():
             out[task] = self.task_features(features, routes[task], mixed, weights, task, stats)
             if residual is not None:
                 pooled = residual if residual.dim() == 2 else residual[:, 0]

@@ -1,6 +1,6 @@
 """Building blocks of HoME (`mtl.necks.home`): normalised Swish experts and low-rank feature gates.
 
-Wang et al., "HoME: Hierarchy of Multi-Gate Experts for Multi-Task Learning at Kuaishou", 2024
+Wang et al., "HoME: Hierarchy of Multi-Gate Experts for Multi-Task Learning at Kuaishou", KDD 2025
 (arXiv:2408.05430). Both blocks hold ``K`` experts stacked on a leading expert axis, so that every
 layer is one ``einsum`` over all experts, as in `StackedExperts`.
 """
@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mtl.necks.diagnostics import nonpositive_share
 from mtl.necks.experts import check_count, check_dropout, check_expert_hidden, expert_layer, stacked_weights
 
 __all__ = ["ExpertNorm", "FeatureGate", "NormKind", "SwishExperts"]
@@ -90,13 +91,22 @@ class SwishExperts(nn.Module):
     def out_features(self) -> int:
         return self.hidden[-1]
 
-    def forward(self, x: Tensor, per_expert: bool = False) -> Tensor:
+    def forward(
+        self, x: Tensor, per_expert: bool = False, activity: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
         """``[..., K, out]`` from ``x``: ``[..., in]`` read by every expert or, with ``per_expert``,
-        ``[..., K, in]``, one input per expert."""
+        ``[..., K, in]``, one input per expert. With ``activity``, also `nonpositive_share`
+        ``[..., K]`` of the last layer's Swish outputs (before dropout): the share in Swish's negative
+        half, where a ReLU expert would output zero."""
         h = x
+        last = len(self.weights) - 1
+        nonpositive = None
         for layer, (weight, norm) in enumerate(zip(self.weights, self.norms, strict=True)):
-            h = self.dropout(F.silu(norm(expert_layer(h, weight, layer == 0 and not per_expert))))
-        return h
+            h = F.silu(norm(expert_layer(h, weight, layer == 0 and not per_expert)))
+            if activity and layer == last:
+                nonpositive = nonpositive_share(h)
+            h = self.dropout(h)
+        return h if nonpositive is None else (h, nonpositive)
 
     def extra_repr(self) -> str:
         return f"num_experts={self.num_experts}, in_features={self.in_features}, hidden={self.hidden}"

@@ -23,8 +23,9 @@ class MMoE(MixtureNeck):
     related tasks can use different experts.
 
     Experts are evaluated once for every row; each task's gate runs on its routed rows only. On
-    token inputs the experts and gates also act per token (see `MixtureNeck`). Stats: ``gate/{task}``,
-    the task's mean gate weights ``[K]`` over its rows (and ``gate_tokens/{task}`` over real tokens).
+    token inputs the experts and gates also act per token (see `MixtureNeck`). Stats: the gate stats of
+    `MixtureNeck.task_features` (``gate/{task}``, the task's mean gate ``[K]``, ``gate_entropy/{task}``
+    and their per-token versions) and ``zero_share/level0`` ``[K]`` (`MixtureNeck.record_zero_share`).
     No auxiliary loss.
 
     Hyper-parameters:
@@ -48,12 +49,16 @@ class MMoE(MixtureNeck):
         self.experts = StackedExperts(self.num_experts, in_features, self.expert_hidden, self.dropout)
         self.gates = nn.ModuleDict({task: SoftmaxGate(in_features, self.num_experts) for task in tasks})
 
+    def expert_counts(self) -> list[int]:
+        return [self.num_experts]
+
     def forward(self, features: Features, routes: Mapping[str, Tensor | None]) -> NeckOutput:
         x = self.expert_inputs(features)
         self.check_routes(routes)
-        experts = self.experts(x)  # [B, (1 + L,) K, O], once for all rows
+        experts, nonpositive = self.experts(x, activity=True)  # [B, (1 + L,) K, O], once for all rows
         out: dict[str, Features] = {}
         stats: dict[str, Tensor] = {}
+        self.record_zero_share(stats, 0, nonpositive, self.real_units(features, x))
         for task, rows in routes.items():
             weights = self.gates[task](take(x, rows))
             mixed = mix(weights, take(experts, rows))

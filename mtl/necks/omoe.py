@@ -24,9 +24,10 @@ class OMoE(MixtureNeck):
     mixture cannot differ between tasks.
 
     The experts and the gate are evaluated once for every row and each task takes its routed rows. On
-    token inputs the experts and gate also act per token (see `MixtureNeck`). Stats: ``gate/{task}``,
-    the mean gate weights ``[K]`` over the task's rows (and ``gate_tokens/{task}`` over real tokens).
-    No auxiliary loss.
+    token inputs the experts and gate also act per token (see `MixtureNeck`). Stats: the gate stats of
+    `MixtureNeck.task_features` (``gate/{task}``, the mean gate ``[K]`` over the task's rows,
+    ``gate_entropy/{task}`` and their per-token versions) and ``zero_share/level0`` ``[K]``
+    (`MixtureNeck.record_zero_share`). No auxiliary loss.
 
     Hyper-parameters:
         num_experts: ``K``, the number of shared experts.
@@ -49,14 +50,19 @@ class OMoE(MixtureNeck):
         self.experts = StackedExperts(self.num_experts, in_features, self.expert_hidden, self.dropout)
         self.gate = SoftmaxGate(in_features, self.num_experts)
 
+    def expert_counts(self) -> list[int]:
+        return [self.num_experts]
+
     def forward(self, features: Features, routes: Mapping[str, Tensor | None]) -> NeckOutput:
         x = self.expert_inputs(features)
         self.check_routes(routes)
         # The gate is the same for every task, so mix once for all rows and let tasks take theirs.
         weights = self.gate(x)
-        mixed = mix(weights, self.experts(x))
+        experts, nonpositive = self.experts(x, activity=True)
+        mixed = mix(weights, experts)
         out: dict[str, Features] = {}
         stats: dict[str, Tensor] = {}
+        self.record_zero_share(stats, 0, nonpositive, self.real_units(features, x))
         for task, rows in routes.items():
             out[task] = self.task_features(
                 features, rows, take(mixed, rows), take(weights, rows), task, stats

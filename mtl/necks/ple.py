@@ -23,8 +23,9 @@ class PLE(CGC):
     parameters, same state_dict keys).
 
     Upper levels evaluate every task's branch on every row, since the shared gates mix every task's
-    experts; only the last level is restricted to the routed tasks and rows. Stats are those of the
-    last level's task gates (see `CGC`). No auxiliary loss.
+    experts; only the last level is restricted to the routed tasks and rows. The gate stats are those of
+    the last level's task gates; ``zero_share/level{j}`` is reported for every level (see `CGC`). No
+    auxiliary loss.
 
     Hyper-parameters:
         num_levels: number of extraction levels (``>= 1``).

@@ -27,7 +27,13 @@ Every task owns a router that sends each row (and, on token inputs, each token) 
 
   All three read the logits the router actually routes with (noisy in training) and their softmax
   ``p``, over every routed unit of every task together (pooled rows and real tokens; padding
-  excluded), so that balance is global over the shared experts, as Mod-Squad's ``H(E)`` term.
+  excluded), so that balance is global over the shared experts, as Mod-Squad's ``H(E)`` term. They
+  are functions of sums over the units (per task: units and summed probabilities; per expert: top-k
+  assignments; the summed squared log-partition; `mtl.necks.router_losses`). In training under torch.distributed these sums
+  are added up over the ranks (`mtl.necks.distributed.global_sum`) before the losses are formed, so
+  that ``k`` ranks compute the losses, and their gradients, of the global batch, exactly as one rank
+  holding it would; in evaluation each rank uses its own batch (evaluation shards may differ in
+  their number of batches, and a collective there could hang).
 
 Dispatch (how the sparsity is realised). The ``(unit, expert)`` assignments of all tasks are
 gathered into one list, sorted by expert, and scattered into a ``[C, E', H]`` buffer (``E'`` the
@@ -61,78 +67,29 @@ from torch import Tensor, nn
 
 from mtl.features import Features
 from mtl.necks.base import NeckOutput
+from mtl.necks.distributed import global_sum
 from mtl.necks.experts import StackedExperts, check_count
 from mtl.necks.gates import MixtureNeck
+from mtl.necks.router_losses import (
+    assignment_counts,
+    balance_from_sums,
+    load_balancing_loss,
+    mutual_information_from_sums,
+    mutual_information_loss,
+    router_z_loss,
+    weighted_sum,
+)
 
 __all__ = [
     "NoisyTopKRouter",
     "Routing",
     "TaskSparseMoE",
+    "balance_from_sums",
     "load_balancing_loss",
+    "mutual_information_from_sums",
     "mutual_information_loss",
     "router_z_loss",
 ]
-
-
-def _weighted_mean(values: Tensor, weight: Tensor | None) -> Tensor:
-    """Mean of ``values`` over its first axis, weighted by ``weight`` ``[U]`` (``None``: uniform)."""
-    if weight is None:
-        return values.mean(dim=0)
-    weight = weight.to(values.dtype)
-    shape = (-1,) + (1,) * (values.dim() - 1)
-    return (values * weight.view(shape)).sum(dim=0) / weight.sum().clamp_min(1e-12)
-
-
-def load_balancing_loss(probs: Tensor, top_index: Tensor, weight: Tensor | None = None) -> Tensor:
-    """Switch load-balancing loss ``N · Σ_i f_i · P_i`` (Fedus et al., JMLR 2022).
-
-    Args:
-        probs: ``[U, N]`` router probabilities (softmax over all experts) of ``U`` routed units.
-        top_index: ``[U, k]`` the experts each unit was dispatched to; ``f_i`` is the fraction of the
-            ``k · U`` assignments that chose expert ``i`` (Switch's top-1 fraction when ``k = 1``).
-        weight: ``[U]`` unit weights (e.g. 0 for padding), or ``None``.
-    """
-    num_experts, k = probs.shape[-1], top_index.shape[-1]
-    chosen = torch.zeros_like(probs).scatter_add_(1, top_index, torch.ones_like(top_index, dtype=probs.dtype))
-    fraction = _weighted_mean(chosen, weight) / k  # f_i, sums to 1
-    mean_prob = _weighted_mean(probs, weight)  # P_i
-    return num_experts * (fraction * mean_prob).sum()
-
-
-def router_z_loss(logits: Tensor, weight: Tensor | None = None) -> Tensor:
-    """Router z-loss ``mean_u (logsumexp_i logits[u, i])²`` (Zoph et al., ST-MoE, 2022)."""
-    return _weighted_mean(torch.logsumexp(logits, dim=-1).square(), weight)
-
-
-def _entropy(p: Tensor) -> Tensor:
-    return -torch.xlogy(p, p).sum(dim=-1)
-
-
-def mutual_information_loss(
-    probs: Sequence[Tensor], weights: Sequence[Tensor | None] | None = None
-) -> Tensor:
-    """``-MI(T; E)`` of the batch's task-expert joint (Mod-Squad, Chen et al., CVPR 2023).
-
-    ``P(e | t)`` is task ``t``'s mean router probability, ``P(t)`` the share of the routed units that
-    belong to ``t`` (weighted by ``weights``), and ``MI = H(Σ_t P(t) P(· | t)) - Σ_t P(t) H(P(· | t))``,
-    which equals ``Σ_{t,e} P(t, e) log(P(t, e) / (P(t) P(e)))``.
-
-    Args:
-        probs: per task, ``[U_t, N]`` router probabilities of its units.
-        weights: per task, ``[U_t]`` unit weights (e.g. 0 for padding), or ``None``.
-    """
-    weights = list(weights) if weights is not None else [None] * len(probs)
-    conditionals = torch.stack([_weighted_mean(p, w) for p, w in zip(probs, weights, strict=True)])
-    sizes = torch.stack(
-        [
-            p.new_tensor(float(len(p))) if w is None else w.to(p.dtype).sum()
-            for p, w in zip(probs, weights, strict=True)
-        ]
-    )
-    task_prior = sizes / sizes.sum()  # P(t)
-    marginal = (task_prior.unsqueeze(-1) * conditionals).sum(dim=0)  # P(e)
-    mutual_information = _entropy(marginal) - (task_prior * _entropy(conditionals)).sum()
-    return -mutual_information
 
 
 @dataclass
@@ -199,9 +156,12 @@ class TaskSparseMoE(MixtureNeck):
 
     Task ``t`` reads ``f_t(x) = Σ_{i ∈ TopK_t(x)} G_t(x)_i E_i(x)``; only the ``k`` chosen experts are
     evaluated for each routed row (and token), see the module docstring for the routing, the
-    auxiliary losses, the dispatch and the capacity. Stats: ``gate/{task}`` (mean dispatched gate
-    weights ``[N]``; ``gate_tokens/{task}`` over real tokens), ``load`` (``f_i``, the share of the
-    top-k assignments per expert ``[N]``), ``dropped`` (share of assignments over capacity, with a
+    auxiliary losses, the dispatch and the capacity. Stats: the gate stats of
+    `MixtureNeck.task_features` on the dense dispatched gates (``gate/{task}``, mean gate weights
+    ``[N]``, zero outside the top-k; ``gate_entropy/{task}``, the entropy of each unit's ``k`` gate
+    weights, at most ``log k``; their per-token versions), ``zero_share/level0`` (each expert's share
+    of zero outputs over the units dispatched to it), ``load`` (``f_i``, the share of the top-k
+    assignments per expert ``[N]``), ``dropped`` (share of assignments over capacity, with a
     ``capacity_factor``) and each enabled auxiliary term (``balance_loss``, ``z_loss``,
     ``mi_loss``, unweighted).
 
@@ -273,6 +233,9 @@ class TaskSparseMoE(MixtureNeck):
             f"capacity_factor={self.capacity_factor}, {super().extra_repr()}"
         )
 
+    def expert_counts(self) -> list[int]:
+        return [self.num_experts]
+
     def route(self, task: str, x: Tensor) -> Routing:
         """Task ``task``'s routing of ``x`` ``[U, in]`` (noisy in training)."""
         return self.routers[task](x)
@@ -284,10 +247,12 @@ class TaskSparseMoE(MixtureNeck):
         batch, positions = x.shape[0], (1 if x.dim() == 2 else x.shape[1])
         flat = x.reshape(batch * positions, x.shape[-1])
         # Real units: pooled rows and real tokens (padding is not routed).
-        real = torch.ones(batch, positions, dtype=torch.bool, device=x.device)
-        if x.dim() == 3 and features.mask is not None:
-            real[:, 1:] = features.mask.bool()
-        real = real.reshape(-1)
+        units_real = self.real_units(features, x)
+        real = (
+            torch.ones(batch * positions, dtype=torch.bool, device=x.device)
+            if units_real is None
+            else units_real.reshape(-1)
+        )
         offsets = torch.arange(positions, device=x.device)
 
         units, routings, valid = [], [], []
@@ -298,11 +263,12 @@ class TaskSparseMoE(MixtureNeck):
             routings.append(self.route(task, flat[unit]))
             valid.append(real[unit])
 
-        mixed, gates, load, dropped = self._dispatch(flat, units, routings, valid)
-        out: dict[str, Features] = {}
-        stats: dict[str, Tensor] = {"load": load}
+        stats: dict[str, Tensor] = {}
+        mixed, gates, load, dropped = self._dispatch(flat, units, routings, valid, stats)
+        stats["load"] = load
         if dropped is not None:
             stats["dropped"] = dropped
+        out: dict[str, Features] = {}
         start = 0
         for (task, rows), unit in zip(routes.items(), units, strict=True):
             n = len(unit)
@@ -315,10 +281,16 @@ class TaskSparseMoE(MixtureNeck):
         return NeckOutput(features=out, aux_loss=self._aux_loss(routings, valid, stats), stats=stats)
 
     def _dispatch(
-        self, flat: Tensor, units: list[Tensor], routings: list[Routing], valid: list[Tensor]
+        self,
+        flat: Tensor,
+        units: list[Tensor],
+        routings: list[Routing],
+        valid: list[Tensor],
+        stats: dict[str, Tensor],
     ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
         """Evaluate each expert on the units dispatched to it; the gated sums ``[U, O]``, the dense
-        dispatched gates ``[U, N]``, the load ``f`` ``[N]`` and the dropped share (or ``None``)."""
+        dispatched gates ``[U, N]``, the load ``f`` ``[N]`` and the dropped share (or ``None``); records
+        the experts' zero share (over the units each one served) in ``stats``."""
         n, k = self.num_experts, self.k
         device = flat.device
         source = torch.cat(units) if units else flat.new_zeros(0, dtype=torch.long)
@@ -340,7 +312,7 @@ class TaskSparseMoE(MixtureNeck):
         rank = (choice * total + unit_of)[keep]  # unique priority of each assignment
         counts = torch.bincount(expert, minlength=n)
         assignments = int(counts.sum())
-        load = (counts.to(flat.dtype) / max(assignments, 1)).detach()
+        load = (counts.float() / max(assignments, 1)).detach()
         # Position of each assignment within its expert's queue.
         order = torch.argsort(expert * (k * total) + rank)
         starts = torch.cumsum(counts, 0) - counts
@@ -350,7 +322,7 @@ class TaskSparseMoE(MixtureNeck):
         if self.capacity_factor is not None:
             capacity = math.ceil(self.capacity_factor * assignments / n)
             served = position < capacity
-            dropped = (1.0 - served.to(flat.dtype).sum() / max(assignments, 1)).detach()
+            dropped = (1.0 - served.float().sum() / max(assignments, 1)).detach()
             kept = keep.clone()
             kept[keep] = served
             keep = kept
@@ -365,39 +337,59 @@ class TaskSparseMoE(MixtureNeck):
         )
         mixed = flat.new_zeros(total, self.expert_hidden[-1])
         if len(expert) == 0:
+            self.record_zero_share(stats, 0, flat.new_zeros(0, n))
             return mixed, dense, load, dropped
         # Group by expert: a [C, E', H] buffer, one batched product per layer over E' experts.
-        used = torch.nonzero(torch.bincount(expert, minlength=n), as_tuple=True)[0]
+        served_counts = torch.bincount(expert, minlength=n)
+        used = torch.nonzero(served_counts, as_tuple=True)[0]
         slot = torch.full((n,), -1, dtype=torch.long, device=device)
         slot[used] = torch.arange(len(used), device=device)
         depth = int(position.max()) + 1
         buffer = flat.new_zeros(depth, len(used), flat.shape[-1])
         buffer = buffer.index_put((position, slot[expert]), flat[source[unit]])
-        outputs = self.experts(buffer, index=used, per_expert=True)  # [C, E', O]
-        gated = outputs[position, slot[expert]] * gate.unsqueeze(-1)
-        return mixed.index_add(0, unit, gated), dense, load, dropped
+        outputs, nonpositive = self.experts(buffer, index=used, per_expert=True, activity=True)  # [C, E', O]
+        filled = torch.arange(depth, device=device).unsqueeze(-1) < served_counts[used]  # [C, E']
+        self.record_zero_share(stats, 0, nonpositive, filled, used)
+        gated = outputs[position, slot[expert]] * gate.unsqueeze(-1).to(outputs.dtype)
+        return mixed.index_add(0, unit, gated.to(mixed.dtype)), dense, load, dropped
 
     def _aux_loss(
         self, routings: list[Routing], valid: list[Tensor], stats: dict[str, Tensor]
     ) -> Tensor | None:
+        """The weighted auxiliary losses, from router statistics summed over the real units of every
+        task (and, in training under torch.distributed, over every rank: see `global_sum`)."""
         weights = {
             "balance_loss": self.load_balance_weight,
             "z_loss": self.z_loss_weight,
             "mi_loss": self.mutual_information_weight,
         }
-        if not any(weights.values()) or not any(bool(v.any()) for v in valid):
+        if not any(weights.values()) or not routings:
             return None
+        # Per task: real units [T] and summed probabilities [T, N]; all tasks: assignments [N], z [].
+        sums = [weighted_sum(r.probs, v) for r, v in zip(routings, valid, strict=True)]
+        prob_sums, task_units = torch.stack([p for p, _ in sums]), torch.stack([u for _, u in sums])
         real = torch.cat(valid)
+        assignments, _ = weighted_sum(
+            assignment_counts(torch.cat([r.top_index for r in routings]), self.num_experts), real
+        )
+        z_sum, _ = weighted_sum(
+            torch.logsumexp(torch.cat([r.logits for r in routings]).float(), -1).square(), real
+        )
+        if self.training:
+            # One collective for all of them; a no-op on a single process.
+            packed = torch.cat([task_units, prob_sums.flatten(), assignments, z_sum.view(1)])
+            packed = global_sum(packed)
+            n_tasks, n = len(routings), self.num_experts
+            task_units, prob_sums = packed[:n_tasks], packed[n_tasks : n_tasks * (n + 1)].view(n_tasks, n)
+            assignments, z_sum = packed[n_tasks * (n + 1) : -1], packed[-1]
+        units = task_units.sum()
         terms: dict[str, Tensor] = {}
         if self.load_balance_weight:
-            probs = torch.cat([r.probs for r in routings])
-            top_index = torch.cat([r.top_index for r in routings])
-            terms["balance_loss"] = load_balancing_loss(probs, top_index, real)
+            terms["balance_loss"] = balance_from_sums(prob_sums.sum(dim=0), assignments, units, self.k)
         if self.z_loss_weight:
-            terms["z_loss"] = router_z_loss(torch.cat([r.logits for r in routings]), real)
+            terms["z_loss"] = z_sum / units.clamp_min(1e-12)
         if self.mutual_information_weight:
-            present = [(r.probs, v) for r, v in zip(routings, valid, strict=True) if bool(v.any())]
-            terms["mi_loss"] = mutual_information_loss([p for p, _ in present], [v for _, v in present])
+            terms["mi_loss"] = mutual_information_from_sums(prob_sums, task_units)
         for name, term in terms.items():
             stats[name] = term.detach()
         return sum(weights[name] * term for name, term in terms.items())

@@ -3,7 +3,11 @@
     torchrun --nproc-per-node 2 tests/distributed/worker.py SCENARIO OUT_DIR [options]
 
 Each rank writes ``OUT_DIR/rank{r}.pt`` (loaded with weights_only=True): the tasks of every
-training step, the final weights, the validation metrics and the DDP settings it ran with.
+training step, the final weights, the validation metrics and the DDP settings it ran with, and with
+``--diagnostics`` what `ExpertDiagnostics` computed at the last validation.
+
+Options choose the parts (``--neck``, ``--balancer``, the data layout); `run` is also what the tests
+call in-process for the one-rank reference (``strategy="auto"``).
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ from lightning.pytorch import Callback, Trainer, seed_everything
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from mtl.balancing import MGDA, PCGrad
+from mtl.callbacks import ExpertDiagnostics
 from mtl.data import MultiTaskDataModule
 from mtl.heads import BinaryHead, ClassificationHead, RegressionHead
 from mtl.module import MultiTaskModule
+from mtl.necks import MMoE, TaskSparseMoE
 from tests.toy import TinyEncoder, ToySource
 
 
@@ -40,6 +46,20 @@ class Record(Callback):
 
 
 BALANCERS = {"none": lambda: None, "pcgrad": PCGrad, "mgda": MGDA}
+# The sparse neck routes without noise: noise is drawn per rank, so it would differ from one rank's.
+NECKS = {
+    "none": lambda: None,
+    "mmoe": lambda: MMoE(num_experts=3, expert_hidden=[8]),
+    "sparse": lambda: TaskSparseMoE(
+        num_experts=4,
+        k=2,
+        expert_hidden=[8],
+        noisy=False,
+        load_balance_weight=0.1,
+        z_loss_weight=0.01,
+        mutual_information_weight=0.1,
+    ),
+}
 
 
 def build(args: argparse.Namespace) -> tuple[MultiTaskModule, MultiTaskDataModule]:
@@ -48,6 +68,7 @@ def build(args: argparse.Namespace) -> tuple[MultiTaskModule, MultiTaskDataModul
     module = MultiTaskModule(
         encoder=TinyEncoder(),
         heads=heads,
+        neck=NECKS[getattr(args, "neck", "none")](),
         optimizer=lambda p: torch.optim.Adam(p, lr=0.01),
         balancer=BALANCERS[args.balancer](),
     )
@@ -57,7 +78,7 @@ def build(args: argparse.Namespace) -> tuple[MultiTaskModule, MultiTaskDataModul
     )
 
 
-def main() -> None:
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("scenario", choices=["fit", "validate"])
     parser.add_argument("out", type=Path)
@@ -69,19 +90,25 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--num_nodes", type=int, default=1)
     parser.add_argument("--balancer", choices=sorted(BALANCERS), default="none")
+    parser.add_argument("--neck", choices=sorted(NECKS), default="none")
+    parser.add_argument("--diagnostics", action="store_true", help="attach ExpertDiagnostics")
     parser.add_argument("--devices", type=int, default=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    args = parser.parse_args()
+    return parser.parse_args(argv)
 
+
+def run(args: argparse.Namespace, strategy: str = "ddp") -> dict:
+    """Run the scenario; what this rank saw and ended with (see the module docstring)."""
     module, data = build(args)
     record = Record()
+    diagnostics = ExpertDiagnostics(save_images=False) if args.diagnostics else None
     trainer = Trainer(
         accelerator="cpu",
-        strategy="ddp",
+        strategy=strategy,
         devices=args.devices,
         num_nodes=args.num_nodes,
         max_epochs=args.epochs,
         use_distributed_sampler=False,
-        callbacks=[record],
+        callbacks=[record] + ([diagnostics] if diagnostics is not None else []),
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -100,9 +127,23 @@ def main() -> None:
         "metrics": metrics,
         "find_unused_parameters": record.find_unused_parameters,
         "world_size": trainer.world_size,
+        "global_rank": trainer.global_rank,
     }
+    if diagnostics is not None and diagnostics.utilisation is not None:
+        result["diagnostics"] = {
+            "tasks": diagnostics.utilisation[0],
+            "utilisation": diagnostics.utilisation[1],
+            "gate_entropy": diagnostics.gate_entropy,
+            "zero_shares": diagnostics.zero_shares,
+        }
+    return result
+
+
+def main() -> None:
+    args = parse()
+    result = run(args)
     args.out.mkdir(parents=True, exist_ok=True)
-    torch.save(result, args.out / f"rank{trainer.global_rank}.pt")
+    torch.save(result, args.out / f"rank{result['global_rank']}.pt")
 
 
 if __name__ == "__main__":

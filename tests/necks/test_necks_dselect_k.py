@@ -251,7 +251,8 @@ def test_routes_are_honoured():
     features = pooled_features()
     routes = {"a": torch.tensor([0, 2]), "c": torch.tensor([5])}
     out = neck(features, routes)
-    assert sorted(out.features) == ["a", "c"] and sorted(out.stats) == ["gate/a", "gate/c"]
+    assert sorted(out.features) == ["a", "c"]
+    assert sorted(k for k in out.stats if k.startswith("gate/")) == ["gate/a", "gate/c"]
     full = neck(features, dict.fromkeys(["a", "b", "c"]))
     for task, rows in routes.items():
         torch.testing.assert_close(out.features[task].pooled, full.features[task].pooled[rows])

@@ -216,7 +216,7 @@ def test_self_gate_is_a_sigmoid_weighted_residual_of_the_level_one_experts():
         for norm in neck.experts.norms[-1:]:  # level-2 experts output silu(0) = 0
             norm.norm.weight.zero_()
             norm.norm.bias.zero_()
-        meta, branches, _ = neck.meta_level(inputs.pooled)
+        meta, branches, _, _ = neck.meta_level(inputs.pooled)
         got = neck(inputs, {"b": None}).features["b"].pooled
         h = branches[:, 1]  # task b is in category y (index 1)
         expected = torch.einsum("bk,bko->bo", torch.sigmoid(neck.self_gates["b"](h)), meta[:, [2, 3, 4, 5]])
