@@ -82,12 +82,20 @@ def test_two_ranks_agree_and_equal_one_rank_on_the_global_batch(tmp_path, layout
     assert ranks[0]["find_unused_parameters"] is (layout == "homogeneous")
 
 
-@pytest.mark.parametrize("balancer", ["pcgrad", "mgda"])
+@pytest.mark.parametrize("balancer", ["pcgrad", "mgda", "imtlg-representation"])
 def test_gradient_balancing_on_two_ranks_equals_one_rank(tmp_path, balancer):
+    # imtlg-representation: the representation gradients are gathered across ranks, not averaged.
     ranks = torchrun(tmp_path, "fit", "--layout", "all_tasks", "--batch_size", "8", "--balancer", balancer)
     assert_close_weights(ranks[0]["state_dict"], ranks[1]["state_dict"], atol=0)
     alone = single_process(batch_size=16, layout="all_tasks", balancer=balancer)
     assert_close_weights(ranks[0]["state_dict"], alone, atol=1e-5)
+
+
+def test_a_loss_weighting_keeps_the_same_state_on_every_rank(tmp_path):
+    # FAMO updates its logits outside of gradients, from losses averaged across ranks.
+    ranks = torchrun(tmp_path, "fit", "--layout", "all_tasks", "--batch_size", "8", "--balancer", "famo")
+    assert_close_weights(ranks[0]["state_dict"], ranks[1]["state_dict"], atol=0)
+    assert ranks[0]["state_dict"]["weighting.logits"].abs().sum() > 0
 
 
 def test_uneven_tasks_finish_without_hang(tmp_path):

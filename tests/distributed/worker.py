@@ -22,12 +22,13 @@ from lightning.pytorch import Callback, Trainer, seed_everything
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from mtl.balancing import MGDA, PCGrad
+from mtl.balancing import IMTLG, MGDA, PCGrad
 from mtl.callbacks import ExpertDiagnostics
 from mtl.data import MultiTaskDataModule
 from mtl.heads import BinaryHead, ClassificationHead, RegressionHead
 from mtl.module import MultiTaskModule
 from mtl.necks import MMoE, TaskSparseMoE
+from mtl.weighting import FAMO
 from tests.toy import TinyEncoder, ToySource
 
 
@@ -45,7 +46,14 @@ class Record(Callback):
         self.steps.append(sorted((t, len(y)) for t, y in batch["targets"].items()))
 
 
-BALANCERS = {"none": lambda: None, "pcgrad": PCGrad, "mgda": MGDA}
+BALANCERS = {
+    "none": lambda: None,
+    "pcgrad": PCGrad,
+    "mgda": MGDA,
+    "imtlg-representation": IMTLG,
+    "famo": FAMO,
+}
+BALANCE_ON = {"imtlg-representation": "representation"}  # default: "shared"
 # The sparse neck routes without noise: noise is drawn per rank, so it would differ from one rank's.
 NECKS = {
     "none": lambda: None,
@@ -71,6 +79,7 @@ def build(args: argparse.Namespace) -> tuple[MultiTaskModule, MultiTaskDataModul
         neck=NECKS[getattr(args, "neck", "none")](),
         optimizer=lambda p: torch.optim.Adam(p, lr=0.01),
         balancer=BALANCERS[args.balancer](),
+        balance_on=BALANCE_ON.get(args.balancer, "shared"),
     )
     source = ToySource(n=args.n, sizes=args.sizes, val_n=args.val_n)
     return module, MultiTaskDataModule(
