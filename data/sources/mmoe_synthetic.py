@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -13,7 +14,14 @@ from torch import Tensor
 from mtl.data.sources.base import DataSource, TaskSplits
 from mtl.data.task_dataset import TaskDataset
 
-__all__ = ["MMoESynthetic"]
+__all__ = [
+    "MMoESynthetic",
+    "correlated_weights",
+    "equicorrelation",
+    "mmoe_examples",
+    "orthonormal_frame",
+    "shared_input_splits",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -121,37 +129,20 @@ class MMoESynthetic(DataSource):
 
     def correlation_matrix(self) -> Tensor:
         """The closed-form Pearson correlation of the linear parts ``w_i^T x``: ``G`` (``[T, T]``)."""
-        p, t = self.correlation, self.num_tasks
-        return (1.0 - p) * torch.eye(t, dtype=torch.float64) + p * torch.ones(t, t, dtype=torch.float64)
+        return equicorrelation(self.num_tasks, self.correlation)
 
     def load(self) -> dict[str, TaskSplits]:
         rng = np.random.default_rng(self.seed)
-        # Orthonormal u_1..u_T: QR of a Gaussian matrix gives a uniformly random orthonormal frame.
-        q, r = np.linalg.qr(rng.standard_normal((self.input_dim, self.num_tasks)))
-        u = (q * np.sign(np.diag(r))).T  # sign fix: makes the frame a function of the draw alone
-        weights = self.scale * _cholesky_psd(self.correlation_matrix().numpy()) @ u
+        frame = orthonormal_frame(rng, self.num_tasks, self.input_dim)
+        weights = correlated_weights(frame, self.correlation, self.scale)
         alphas = rng.standard_normal(self.num_sines)
         betas = rng.standard_normal(self.num_sines)
-
         sizes = (self.num_train, self.num_val, self.num_test)
-        x = rng.standard_normal((sum(sizes), self.input_dim))
-        linear = x @ weights.T  # [N, T]
-        phase = linear[:, :, None] * alphas + betas  # [N, T, m]
-        y = linear + np.sin(phase).sum(axis=2) + self.noise_std * rng.standard_normal(linear.shape)
+        x, y = mmoe_examples(rng, sum(sizes), weights, alphas, betas, self.noise_std)
 
         self.weights = torch.from_numpy(weights)
         self.alphas = torch.from_numpy(alphas)
         self.betas = torch.from_numpy(betas)
-        x_t = torch.from_numpy(x.astype(np.float32))
-        y_t = torch.from_numpy(y.astype(np.float32))
-        datasets: dict[str, list[TaskDataset | None]] = {task: [] for task in self.tasks}
-        for x_split, targets in zip(x_t.split(sizes), y_t.split(sizes), strict=True):
-            # Inputs follow the tabular convention, so `TabularMLPEncoder` reads them as they are.
-            inputs = {"numeric": x_split}
-            for i, task in enumerate(self.tasks):
-                # One input tensor per split, shared by all tasks; an empty split is absent.
-                dataset = TaskDataset(inputs, targets[:, i].contiguous()) if len(x_split) else None
-                datasets[task].append(dataset)
         logger.info(
             "MMoE synthetic: %d tasks, correlation %.3g, %s examples of dimension %d.",
             self.num_tasks,
@@ -159,10 +150,68 @@ class MMoESynthetic(DataSource):
             sizes,
             self.input_dim,
         )
-        return {task: TaskSplits(*datasets[task]) for task in self.tasks}  # type: ignore[arg-type]
+        return shared_input_splits(self.tasks, x, y, sizes)
 
     def input_spec(self) -> dict[str, Any]:
         return {"num_numeric": self.input_dim, "cardinalities": []}
+
+
+def equicorrelation(num_tasks: int, correlation: float) -> Tensor:
+    """``G = (1 - p) I + p 1 1^T`` (``[T, T]``, float64): unit diagonal, every off-diagonal entry ``p``."""
+    eye = torch.eye(num_tasks, dtype=torch.float64)
+    return (1.0 - correlation) * eye + correlation * torch.ones(num_tasks, num_tasks, dtype=torch.float64)
+
+
+def orthonormal_frame(rng: np.random.Generator, rows: int, dim: int) -> np.ndarray:
+    """``rows`` orthonormal vectors in ``R^dim`` (``[rows, dim]``), uniformly random under ``rng``."""
+    # QR of a Gaussian matrix gives a uniformly random orthonormal frame.
+    q, r = np.linalg.qr(rng.standard_normal((dim, rows)))
+    return (q * np.sign(np.diag(r))).T  # sign fix: makes the frame a function of the draw alone
+
+
+def correlated_weights(frame: np.ndarray, correlation: float, scale: float) -> np.ndarray:
+    """Task weight vectors ``w = c L U`` (``[T, d]``) of norm ``c`` and pairwise cosine ``p``.
+
+    ``U`` = ``frame`` holds ``T`` orthonormal rows, ``L`` is the lower Cholesky factor of the
+    equicorrelation matrix ``G`` (`equicorrelation`), ``c`` = ``scale``, ``p`` = ``correlation``; then
+    ``w_i^T w_j = c^2 G_ij``. For two tasks, ``w_1 = c u_1``, ``w_2 = c (p u_1 + sqrt(1 - p^2) u_2)``.
+    """
+    return scale * _cholesky_psd(equicorrelation(len(frame), correlation).numpy()) @ frame
+
+
+def mmoe_examples(
+    rng: np.random.Generator,
+    num_examples: int,
+    weights: np.ndarray,
+    alphas: np.ndarray,
+    betas: np.ndarray,
+    noise_std: float,
+) -> tuple[Tensor, Tensor]:
+    """Draw ``x ~ N(0, I_d)`` and ``y_i = w_i^T x + sum_k sin(alpha_k w_i^T x + beta_k) + eps_i``, with
+    ``eps_i ~ N(0, noise_std^2)`` (Ma et al., KDD 2018, section 3.2).
+
+    Returns ``x`` ``float32 [N, d]`` and ``y`` ``float32 [N, T]`` for weights ``[T, d]``.
+    """
+    x = rng.standard_normal((num_examples, weights.shape[1]))
+    linear = x @ weights.T  # [N, T]
+    phase = linear[:, :, None] * alphas + betas  # [N, T, m]
+    y = linear + np.sin(phase).sum(axis=2) + noise_std * rng.standard_normal(linear.shape)
+    return torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.float32))
+
+
+def shared_input_splits(
+    tasks: Sequence[str], x: Tensor, y: Tensor, sizes: Sequence[int]
+) -> dict[str, TaskSplits]:
+    """Train / validation / test splits of consecutive ``sizes`` rows, one input tensor per split shared
+    by every task (column ``i`` of ``y`` is task ``i``'s target); an empty split is absent."""
+    datasets: dict[str, list[TaskDataset | None]] = {task: [] for task in tasks}
+    for x_split, targets in zip(x.split(list(sizes)), y.split(list(sizes)), strict=True):
+        # Inputs follow the tabular convention, so `TabularMLPEncoder` reads them as they are.
+        inputs = {"numeric": x_split}
+        for i, task in enumerate(tasks):
+            dataset = TaskDataset(inputs, targets[:, i].contiguous()) if len(x_split) else None
+            datasets[task].append(dataset)
+    return {task: TaskSplits(*datasets[task]) for task in tasks}  # type: ignore[arg-type]
 
 
 def _cholesky_psd(g: np.ndarray) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""Tests of task grouping (mtl.grouping) and the planted-groups source."""
