@@ -12,6 +12,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from mtl.attention_heads.layout import attention_layout
+from mtl.attention_heads.mask_config import build_head_mask
+from mtl.attention_heads.masking import HeadMasker
 from mtl.encoders.base import Encoder
 from mtl.encoders.pooling import PoolingMode, pool
 from mtl.features import FeatureKind, Features
@@ -181,11 +184,19 @@ class HuggingFaceEncoder(Encoder):
             (random) head.
         tokenizer: tokenizer to load; defaults to ``pretrained``. ``tokenizer`` is ``None`` for a
             config-built model without one.
+        head_mask: attention heads to switch off, as a layers x heads matrix of 0 (off) and 1 (on), e.g.
+            ``[[1, 0, 1, 1], ...]``; the head's output is multiplied by its value (Michel et al.,
+            NeurIPS 2019, "Are Sixteen Heads Really Better than One?"). BERT-family models only
+            (`mtl.attention_heads.layout`).
+        pruned_heads: attention heads to switch off, as ``[layer, head]`` pairs counted from 0, e.g.
+            ``[[0, 3], [5, 11]]``; combines with ``head_mask`` (a head is off if either says so). What
+            ``mtl heads`` reports as the heads to prune.
 
     Attributes:
         model: the transformer (the base model when ``load_mlm_head``).
         mlm_head: module mapping hidden states ``[*, H]`` to vocabulary logits ``[*, V]``, or ``None``.
         tokenizer: the matching tokenizer, or ``None``.
+        head_masker: the `mtl.attention_heads.HeadMasker` once a head mask is in use, else ``None``.
     """
 
     provides: ClassVar[frozenset[FeatureKind]] = frozenset({"pooled", "tokens"})
@@ -200,6 +211,8 @@ class HuggingFaceEncoder(Encoder):
         trust_remote_code: bool = False,
         load_mlm_head: bool = False,
         tokenizer: str | None = None,
+        head_mask: list[list[float]] | None = None,
+        pruned_heads: list[tuple[int, int]] | None = None,
     ) -> None:
         super().__init__()
         if (pretrained is None) == (config is None):
@@ -213,11 +226,15 @@ class HuggingFaceEncoder(Encoder):
         self.pooling: PoolingMode = pooling
         self.freeze = freeze
         self.mlm_head: nn.Module | None = None
+        self.head_masker: HeadMasker | None = None
 
         model = self._load(pretrained, config, trust_remote_code, load_mlm_head)
         _drop_unused_pooler(model)
         self.model = model
         self.out_features = int(model.config.hidden_size)
+        if head_mask is not None or pruned_heads is not None:
+            # Building the masker first checks the architecture, so an unsupported model fails here.
+            self.set_head_mask(build_head_mask(*self.attention_shape, head_mask, pruned_heads))
         if gradient_checkpointing:
             _enable_checkpointing(model)
         if freeze:
@@ -292,6 +309,30 @@ class HuggingFaceEncoder(Encoder):
             for module in self.children():
                 module.eval()
         return self
+
+    @property
+    def attention_shape(self) -> tuple[int, int]:
+        """``(layers, heads per layer)`` of the transformer."""
+        layout = attention_layout(self.model)
+        return layout.num_layers, layout.num_heads
+
+    @property
+    def head_mask(self) -> Tensor | None:
+        """The head mask in use (``[layers, heads]``, or ``[batch, layers, heads]``), or ``None``."""
+        return None if self.head_masker is None else self.head_masker.mask
+
+    def set_head_mask(self, mask: Tensor | None) -> None:
+        """Multiply each attention head's output by ``mask`` from the next forward on.
+
+        ``mask`` may require gradients (head importance differentiates the loss with respect to it);
+        ``None`` switches every head back on. The masking hooks are installed on first use, so an
+        encoder that never masks runs the model untouched.
+        """
+        if self.head_masker is None:
+            if mask is None:
+                return
+            self.head_masker = HeadMasker(attention_layout(self.model))
+        self.head_masker.set_mask(mask)
 
     def get_input_embeddings(self) -> nn.Module:
         """The word-embedding table ``[V, H]`` (what MLM heads without ``mlm_head`` tie to)."""

@@ -200,3 +200,53 @@ def test_unknown_mlm_head_layout_warns(caplog: pytest.LogCaptureFixture) -> None
     with caplog.at_level(logging.WARNING, logger="mtl.encoders.huggingface"):
         assert _mlm_head(torch.nn.Sequential(torch.nn.Linear(2, 2)), set()) is None
     assert "Unknown masked-LM head layout" in caplog.text
+
+
+# ----------------------------------------------------------------------------------- head masks
+def test_head_mask_and_pruned_heads_from_config() -> None:
+    from mtl.attention_heads import pruned_pairs
+
+    matrix = [[1, 0], [1, 1]]
+    by_matrix = HuggingFaceEncoder(config=TINY, head_mask=matrix)
+    assert by_matrix.attention_shape == (2, 2)
+    assert torch.equal(by_matrix.head_mask, torch.tensor([[1.0, 0.0], [1.0, 1.0]]))
+    by_pairs = HuggingFaceEncoder(config=TINY, pruned_heads=[[0, 1]])
+    assert torch.equal(by_pairs.head_mask, by_matrix.head_mask)
+    assert pruned_pairs(by_pairs.head_mask) == [[0, 1]]
+    both = HuggingFaceEncoder(
+        config=TINY, head_mask=matrix, pruned_heads=[[1, 0], [1, 0]]
+    )  # a head is off if either says so
+    assert torch.equal(both.head_mask, torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    # The configured mask is what forward uses: the same as setting it on an unmasked twin.
+    torch.manual_seed(0)
+    configured = HuggingFaceEncoder(config=TINY, pruned_heads=[[1, 1]]).eval()
+    torch.manual_seed(0)
+    twin = HuggingFaceEncoder(config=TINY).eval()
+    twin.set_head_mask(torch.tensor([[1.0, 1.0], [1.0, 0.0]]))
+    assert torch.equal(configured(_batch()).pooled, twin(_batch()).pooled)
+    assert not torch.allclose(
+        configured(_batch()).pooled, HuggingFaceEncoder(config=TINY).eval()(_batch()).pooled
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"head_mask": [[1, 1]]}, r"Expected `head_mask` to be a 2 x 2 matrix .* but got 1 rows"),
+        (
+            {"head_mask": [[1, 1], [1, 1, 1]]},
+            r"Expected `head_mask` to be a 2 x 2 matrix .* row 1 is \[1, 1, 1\]",
+        ),
+        (
+            {"head_mask": [[1, 0.5], [1, 1]]},
+            r"Expected `head_mask` values to be 0 \(head off\) or 1 .* 0.5 at \[0\]\[1\]",
+        ),
+        ({"pruned_heads": [[2, 0]]}, r"0 <= layer < 2 and 0 <= head < 2, but got \[2, 0\]"),
+        ({"pruned_heads": [[0, 5]]}, r"0 <= layer < 2 and 0 <= head < 2, but got \[0, 5\]"),
+        ({"pruned_heads": [[0, -1]]}, r"but got \[0, -1\]"),
+        ({"pruned_heads": [[0]]}, r"Expected every `pruned_heads` entry to be a \[layer, head\] pair"),
+    ],
+)
+def test_head_mask_config_errors(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        HuggingFaceEncoder(config=TINY, **kwargs)

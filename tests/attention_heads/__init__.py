@@ -1,0 +1,1 @@
+"""Tests of attention-head masking, importance and pruning (mtl.attention_heads)."""
