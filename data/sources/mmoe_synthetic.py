@@ -16,6 +16,7 @@ from mtl.data.task_dataset import TaskDataset
 
 __all__ = [
     "MMoESynthetic",
+    "check_generator_arguments",
     "correlated_weights",
     "equicorrelation",
     "mmoe_examples",
@@ -24,6 +25,23 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+def check_generator_arguments(
+    num_train: int, num_val: int, num_test: int, num_sines: int, noise_std: float, scale: float
+) -> None:
+    """Raise ``ValueError`` for split sizes, sine counts, noise or scale the MMoE generator cannot use."""
+    if num_train < 1 or num_val < 0 or num_test < 0:
+        raise ValueError(
+            f"Expected `num_train` >= 1 and `num_val`, `num_test` >= 0, but got {num_train}, {num_val}, "
+            f"{num_test}."
+        )
+    if num_sines < 0:
+        raise ValueError(f"Expected `num_sines` >= 0, but got {num_sines}.")
+    if not noise_std >= 0:
+        raise ValueError(f"Expected `noise_std` >= 0, but got {noise_std}.")
+    if not scale > 0:
+        raise ValueError(f"Expected `scale` > 0, but got {scale}.")
 
 
 class MMoESynthetic(DataSource):
@@ -100,17 +118,7 @@ class MMoESynthetic(DataSource):
             raise ValueError(
                 f"Expected `input_dim` >= tasks ({tasks}) orthonormal directions, but got {input_dim}."
             )
-        if num_train < 1 or num_val < 0 or num_test < 0:
-            raise ValueError(
-                f"Expected `num_train` >= 1 and `num_val`, `num_test` >= 0, but got {num_train}, {num_val}, "
-                f"{num_test}."
-            )
-        if num_sines < 0:
-            raise ValueError(f"Expected `num_sines` >= 0, but got {num_sines}.")
-        if not noise_std >= 0:
-            raise ValueError(f"Expected `noise_std` >= 0, but got {noise_std}.")
-        if not scale > 0:
-            raise ValueError(f"Expected `scale` > 0, but got {scale}.")
+        check_generator_arguments(num_train, num_val, num_test, num_sines, noise_std, scale)
         self.num_tasks = tasks
         self.available_tasks = tuple(f"t{i}" for i in range(tasks))
         self.tasks = self.available_tasks

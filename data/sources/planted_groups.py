@@ -11,6 +11,7 @@ from torch import Tensor
 
 from mtl.data.sources.base import DataSource, TaskSplits
 from mtl.data.sources.mmoe_synthetic import (
+    check_generator_arguments,
     correlated_weights,
     equicorrelation,
     mmoe_examples,
@@ -98,17 +99,7 @@ class PlantedGroups(DataSource):
                 f"Expected `input_dim` >= groups x tasks_per_group ({groups * tasks_per_group}) orthonormal "
                 f"directions, but got {input_dim}. Raise `input_dim` or use fewer tasks."
             )
-        if num_train < 1 or num_val < 0 or num_test < 0:
-            raise ValueError(
-                f"Expected `num_train` >= 1 and `num_val`, `num_test` >= 0, but got {num_train}, {num_val}, "
-                f"{num_test}."
-            )
-        if num_sines < 0:
-            raise ValueError(f"Expected `num_sines` >= 0, but got {num_sines}.")
-        if not noise_std >= 0:
-            raise ValueError(f"Expected `noise_std` >= 0, but got {noise_std}.")
-        if not scale > 0:
-            raise ValueError(f"Expected `scale` > 0, but got {scale}.")
+        check_generator_arguments(num_train, num_val, num_test, num_sines, noise_std, scale)
         self.num_groups = groups
         self.tasks_per_group = tasks_per_group
         self.correlation = float(correlation)
