@@ -334,6 +334,23 @@ class HuggingFaceEncoder(Encoder):
             self.head_masker = HeadMasker(attention_layout(self.model))
         self.head_masker.set_mask(mask)
 
+    def last_layer_parameters(self) -> list[nn.Parameter]:
+        """The last transformer layer's last weight matrix (e.g. BERT's ``layer[-1].output.dense``).
+
+        The backbone's own modules only: the MLM head (registered after it, read by verbalizer heads
+        only) and an unused pooler are not the last *shared* layer.
+        """
+        last: list[nn.Parameter] = []
+        for name, module in self.model.named_modules():
+            if "pooler" in name.split("."):
+                continue
+            own = [p for p in module.parameters(recurse=False) if p.requires_grad]
+            if any(p.dim() >= 2 for p in own):
+                last = own
+        if not last:
+            return super().last_layer_parameters()  # raises the frozen-encoder error
+        return last
+
     def get_input_embeddings(self) -> nn.Module:
         """The word-embedding table ``[V, H]`` (what MLM heads without ``mlm_head`` tie to)."""
         return self.model.get_input_embeddings()

@@ -250,3 +250,11 @@ def test_head_mask_and_pruned_heads_from_config() -> None:
 def test_head_mask_config_errors(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         HuggingFaceEncoder(config=TINY, **kwargs)
+
+
+def test_last_layer_is_the_last_transformer_layer_not_the_mlm_head(tiny_mlm_dir: Path) -> None:
+    enc = HuggingFaceEncoder(pretrained=str(tiny_mlm_dir), load_mlm_head=True)
+    assert enc.mlm_head is not None
+    last = enc.last_layer_parameters()
+    layer = enc.model.encoder.layer[-1].output.dense
+    assert [id(p) for p in last] == [id(layer.weight), id(layer.bias)]
