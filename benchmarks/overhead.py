@@ -39,24 +39,18 @@ Results are printed as a Markdown table and written to ``benchmarks/results/over
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import gc
 import hashlib
-import json
 import logging
-import os
-import platform
 import statistics
 import sys
 import time
-import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import lightning
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor, nn
@@ -67,7 +61,9 @@ from mtl.encoders import Encoder
 from mtl.heads import BinaryHead, ClassificationHead, Head, RegressionHead
 from mtl.module import MultiTaskModule
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import REPO_ROOT, describe_machine, load_average, quiet_logs, rotated, save_results
+
 LR = 1e-3
 SEED = 0
 # Framework settings: name -> MultiTaskModule keyword arguments (the first is the module's defaults).
@@ -464,40 +460,15 @@ def markdown_table(rows: list[Row]) -> str:
 
 def machine(device: torch.device, load_before: float | None) -> dict[str, Any]:
     """CPU model, cores, versions, date, and the 1-minute load average before and after the runs."""
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info: dict[str, Any] = {
-        "cpu": cpu,
-        "cpu_cores": os.cpu_count(),
-        "cpu_cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "lightning": lightning.__version__,
-        "platform": platform.platform(),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    return describe_machine(device) | {
         "load_average_1min_before": load_before,
-        "load_average_1min_after": _load_average(),
+        "load_average_1min_after": load_average(),
     }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
-
-
-def _load_average() -> float | None:
-    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
 
 
 def write_results(
     out_dir: Path, stem: str, rows: list[Row], info: dict[str, Any], config: dict[str, Any]
 ) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
     md = [
         f"# `MultiTaskModule` training overhead ({config['device']})",
         "",
@@ -524,11 +495,8 @@ def write_results(
         "All runs saw the same batches: " + ("yes." if config["identical_batches"] else "**no**."),
         "",
     ]
-    md_path = out_dir / f"{stem}.md"
-    md_path.write_text("\n".join(md))
     payload = {"config": config, "machine": info, "results": [asdict(r) for r in rows]}
-    (out_dir / f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n")
-    return md_path
+    return save_results(out_dir, stem, "\n".join(md), payload)
 
 
 # ------------------------------------------------------------------------------------------- main
@@ -571,21 +539,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _quiet() -> None:
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", module="lightning")
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    _quiet()
+    quiet_logs()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     start = time.perf_counter()
-    load_before = _load_average()
+    load_before = load_average()
     log.info("Loading %s data ...", args.data)
     workload = WORKLOADS[args.data](args.batch_size)
     log.info("Loaded in %.1f s: %s", time.perf_counter() - start, workload.name)
@@ -594,8 +555,7 @@ def main(argv: list[str] | None = None) -> None:
     total = len(kinds) * args.repeats
     timings: list[Timing] = []
     for r in range(args.repeats):
-        order = kinds[r % len(kinds) :] + kinds[: r % len(kinds)]  # rotate to cancel drift
-        for i, kind in enumerate(order):
+        for i, kind in enumerate(rotated(kinds, r)):  # rotate to cancel drift
             torch.set_num_threads(args.threads)  # same threads for every run
             gc.collect()  # free the previous run's model (and its GPU memory) outside the timing
             if device.type == "cuda":

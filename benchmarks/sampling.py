@@ -21,17 +21,12 @@ Waits first until ``pgrep -f`` finds no `benchmarks/overhead.py` and no pytest (
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import gc
-import json
 import logging
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
-import warnings
 from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
@@ -39,7 +34,6 @@ from itertools import chain, islice, repeat
 from pathlib import Path
 from typing import Any
 
-import lightning
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
@@ -58,7 +52,17 @@ from mtl.data.samplers import (
 )
 from mtl.module import MultiTaskModule
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (
+    REPO_ROOT,
+    describe_machine,
+    other_processes,
+    quiet_logs,
+    rotated,
+    save_results,
+    wait_for_quiet,
+)
+
 SEED = 0
 WAIT_FOR = ["benchmarks/overhead.py", "pytest"]  # `pgrep -f` patterns that must find nothing first
 CHECK_BATCHES = 20  # batches per layout compared between the shipped and the per-example loader
@@ -323,7 +327,7 @@ def time_shares(runners: list[Runner], warmup: int, steps: int, repeats: int) ->
         runner.run(warmup, timed=False)
     for r in range(repeats):
         gc.collect()  # outside the windows: a full collection takes a while in this process
-        for runner in runners[r % len(runners) :] + runners[: r % len(runners)]:
+        for runner in rotated(runners, r):
             runner.run(steps)
     return [runner.result(steps) for runner in runners]
 
@@ -409,42 +413,12 @@ def profile_table(p: dict[str, Any]) -> str:
 # =========================================================================== machine and output
 def machine(load_before: list[float], waited_s: float, default_threads: int) -> dict[str, Any]:
     """CPU model, cores, versions, date, and the load averages (1, 5, 15 min) before and after."""
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
-    models = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
-    return {
-        "cpu": models[0] if models else platform.processor(),
-        "cpu_cores": os.cpu_count(),
-        "cpu_cores_usable": len(os.sched_getaffinity(0)),
+    return describe_machine(torch.device("cpu")) | {
         "torch_threads_default": default_threads,
-        "versions": f"python {platform.python_version()}, torch {torch.__version__}, lightning {lightning.__version__}",
-        "platform": platform.platform(),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "waited_for_other_processes_s": round(waited_s),
         "load_average_1_5_15min_before": load_before,
         "load_average_1_5_15min_after": [round(x, 2) for x in os.getloadavg()],
     }
-
-
-def other_processes(patterns: list[str]) -> dict[str, list[int]]:
-    """``{pattern: pids}`` of the processes other than this one that ``pgrep -f pattern`` finds."""
-    out: dict[str, list[int]] = {}
-    for pattern in patterns:
-        found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()
-        if pids := [int(pid) for pid in found if int(pid) != os.getpid()]:
-            out[pattern] = pids
-    return out
-
-
-def wait_for_quiet(patterns: list[str], poll_s: float = 30, max_wait_s: float = 600) -> float:
-    """Poll `other_processes` until it finds none (at most ``max_wait_s``); return the seconds waited."""
-    start = time.perf_counter()
-    while others := other_processes(patterns):
-        if time.perf_counter() - start >= max_wait_s:
-            log.warning("Still running after %.0f s: %s; timing anyway.", max_wait_s, others)
-            break
-        log.info("Waiting for other processes to finish: %s ...", others)
-        time.sleep(poll_s)
-    return time.perf_counter() - start
 
 
 def render(samplers, shares, profile, identical, info, config) -> str:
@@ -525,9 +499,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "transformers"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", module="lightning")
+    quiet_logs()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     default_threads = torch.get_num_threads()  # torch's default (the machine's cores)
     quickstart_threads = list(dict.fromkeys([1, default_threads]))
@@ -578,9 +550,7 @@ def main(argv: list[str] | None = None) -> int:
         payload = {"config": config, "machine": info, "headline": headline(shares), "identical": identical}
         payload |= {"samplers": samplers, "data_share": shares, "profile": profile}
         stem = "sampling-cpu" + ("-quick" if args.quick else "")
-        args.out_dir.mkdir(parents=True, exist_ok=True)
-        (args.out_dir / f"{stem}.md").write_text(markdown)
-        (args.out_dir / f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n")
+        save_results(args.out_dir, stem, markdown, payload)
         log.info("Wrote %s.md and .json", args.out_dir / stem)
     return 0 if all(identical.values()) else 1
 
