@@ -26,7 +26,7 @@ every model is tested on the same rows. Reported: test AUROC per task, mean ± s
 ``benchmarks/results/census-necks.{md,json,png}``; finished runs are kept in the JSON and skipped
 when the script runs again with the same settings (raise ``--seeds`` to add seeds).
 
-Run (from the repository root; about 5 minutes per seed on 2 idle CPU cores)::
+Run (from the repository root; about 4 to 5 CPU minutes per seed, the quickstart's ~45 s per model)::
 
     nice -n 10 .venv/bin/python benchmarks/census_necks.py --seeds 5
     .venv/bin/python benchmarks/census_necks.py --seeds 1 --epochs 1 --max-train 20000 --no-save  # smoke test

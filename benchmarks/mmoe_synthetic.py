@@ -18,19 +18,23 @@ Setup (the paper's where it states it):
 * Adam. The paper grid-searches the learning rate over {1e-4, 1e-3, 1e-2}; here one rate,
   ``--lr`` (1e-3), for every model (see the README for the check that it suits all three).
 
-Not stated in the paper (chosen here): 10,000 training examples, 10,000 test examples, batch 64,
+Not taken from the paper (chosen here): 10,000 training examples, 10,000 test examples, batch 64,
 ``--epochs`` (40) epochs; every run draws new data and a new initialisation from its seed (the paper
 averages 200 such runs; ``--seeds`` 5 here). Within a seed, every model and every ``p`` sees the same
 inputs ``x``, the same orthonormal directions, sines and noise, and the same batch order: the
 comparisons are paired. Both tasks' losses are summed at every step (every example carries both
 labels), as in the paper.
 
-Reported: the final test MSE per task and their mean, mean ± std (sample) over seeds, the paired
-difference shared-bottom - MMoE, the parameter counts, and a figure: final test loss against ``p``
-per model with error bars, and the test-loss curves per ``p``. Written to
-``benchmarks/results/mmoe-synthetic.{md,json,png}``.
+Reported: the final test MSE (after the last epoch) per task and their mean, mean ± std (sample)
+over seeds; each model against shared-bottom paired by seed (difference and relative reduction); the
+change of MMoE's advantage from the largest to the smallest ``p`` with its standard error; the
+run-to-run noise (`run_noise`); the parameter counts; and a figure: final test loss against ``p`` per
+model with error bars, the paired reduction against ``p``, and the test-loss curves per ``p``.
+Written to ``benchmarks/results/mmoe-synthetic.{md,json,png}``; finished runs are reused when the
+script runs again with the same training settings.
 
-Run (from the repository root; about 10 minutes on one busy CPU core)::
+Run (from the repository root; about 14 CPU minutes: 840 s of CPU, 80 minutes of wall time on a
+2-core machine shared with other jobs)::
 
     nice -n 10 .venv/bin/python benchmarks/mmoe_synthetic.py
     .venv/bin/python benchmarks/mmoe_synthetic.py --seeds 1 --epochs 2 --no-save   # smoke test
