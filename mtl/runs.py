@@ -11,21 +11,38 @@ directory holds everything about it:
 * ``results.json``: written atomically when the run has finished, ``{"metrics": {name: value},
   "higher_is_better": {name: bool}}`` (test metrics and the best validation score); a run that has it
   is complete and is never run again.
+
+How the process starts is a `Launcher`: a fresh interpreter (`SubprocessLauncher`, the default, right
+for every strategy) or a fork of a server that has imported mtl once (`ForkServerLauncher`: saves the
+5-20 s that importing Lightning and PyTorch costs every run, which dominates short runs; one-process
+runs only).
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
+import threading
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-__all__ = ["RunFailed", "latest_checkpoint", "read_results", "run_fit", "run_overlay"]
+__all__ = [
+    "ForkServerLauncher",
+    "Launcher",
+    "RunFailed",
+    "SubprocessLauncher",
+    "latest_checkpoint",
+    "read_results",
+    "run_fit",
+    "run_overlay",
+]
 
 RESULTS = "results.json"
 
@@ -64,6 +81,122 @@ def run_overlay(run_dir: Path, name: str, wandb: Mapping[str, Any] | None = None
     return {"trainer": {"default_root_dir": str(run_dir), "logger": loggers}}
 
 
+class Launcher(ABC):
+    """Starts ``mtl <argv>`` (e.g. ``fit --config ...``) with its output appended to a log file."""
+
+    @abstractmethod
+    def describe(self, argv: Sequence[str]) -> str:
+        """The command line, as written to the log."""
+
+    @abstractmethod
+    def launch(self, argv: Sequence[str], log: Path, env: Mapping[str, str]) -> int:
+        """Run to completion with ``env`` added to this process's environment; returns the exit code."""
+
+
+class SubprocessLauncher(Launcher):
+    """``python -m mtl.cli <argv>`` in a fresh interpreter: works for every strategy and launcher."""
+
+    def command(self, argv: Sequence[str]) -> list[str]:
+        return [sys.executable, "-m", "mtl.cli", *argv]
+
+    def describe(self, argv: Sequence[str]) -> str:
+        return " ".join(self.command(argv))
+
+    def launch(self, argv: Sequence[str], log: Path, env: Mapping[str, str]) -> int:
+        with log.open("a") as out:
+            return subprocess.run(
+                self.command(argv), stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env}
+            ).returncode
+
+
+class ForkServerLauncher(Launcher):
+    """Each run is a process forked from a server that imported ``mtl.cli`` (and ``preload``) once.
+
+    The server is Python's ``forkserver``: a clean process that never ran a PyTorch op, so its forks
+    may use OpenMP (a fork of a process whose OpenMP pool has started hangs on its first parallel op).
+    It starts with this process's ``sys.path`` (Python 3.11's forkserver would otherwise import the
+    preloaded modules from its own default path), and a child takes this process's ``sys.path``,
+    current directory and environment at launch (``OMP_NUM_THREADS`` through
+    ``torch.set_num_threads``: the OpenMP runtime read the variable when the server started).
+
+    Only for runs in one process: multi-device strategies re-launch ``sys.argv``, which a fork does
+    not have; use `SubprocessLauncher` for them.
+
+    Args:
+        preload: modules the server imports before forking (``mtl.cli`` is always imported).
+    """
+
+    _lock = threading.Lock()  # one server per Python process; starts and environment reads one at a time
+
+    def __init__(self, preload: Sequence[str] = ()) -> None:
+        self.preload = list(dict.fromkeys(["mtl.cli", *preload]))
+        self._context = multiprocessing.get_context("forkserver")
+
+    def describe(self, argv: Sequence[str]) -> str:
+        return " ".join(["mtl", *argv]) + "   (forked from a preloaded server)"
+
+    def _ensure_server(self) -> None:
+        from multiprocessing import forkserver
+
+        self._context.set_forkserver_preload(self.preload)  # used only when the server starts
+        saved = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
+        try:
+            forkserver.ensure_running()
+        finally:
+            if saved is None:
+                del os.environ["PYTHONPATH"]
+            else:
+                os.environ["PYTHONPATH"] = saved
+
+    def launch(self, argv: Sequence[str], log: Path, env: Mapping[str, str]) -> int:
+        with self._lock:
+            state = (list(argv), str(log), {**os.environ, **env}, os.getcwd(), list(sys.path))
+            self._ensure_server()
+            process = self._context.Process(
+                target=_fit_in_child, args=state, name=f"mtl {Path(log).parent.name}"
+            )
+            process.start()
+        try:
+            process.join()
+        except BaseException:
+            process.terminate()
+            process.join()
+            raise
+        return int(process.exitcode if process.exitcode is not None else 1)
+
+
+def _fit_in_child(argv: list[str], log: str, environ: dict[str, str], cwd: str, path: list[str]) -> None:
+    """The body of a `ForkServerLauncher` child: become the launching process's run, then ``mtl <argv>``."""
+    import torch
+
+    from mtl.cli import main
+
+    sys.path[:] = path
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(environ)
+    threads = environ.get("OMP_NUM_THREADS", "")
+    if threads.isdigit() and int(threads) > 0:
+        torch.set_num_threads(int(threads))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.argv = ["mtl"]
+    try:
+        main(argv)
+    finally:
+        # A forked child skips atexit handlers, where W&B would otherwise close its run.
+        wandb = sys.modules.get("wandb")
+        if wandb is not None and getattr(wandb, "run", None) is not None:
+            wandb.finish()
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+
 def run_fit(
     configs: Sequence[str | Path],
     run_dir: str | Path,
@@ -72,6 +205,7 @@ def run_fit(
     name: str | None = None,
     wandb: Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
+    launcher: Launcher | None = None,
 ) -> dict[str, Any]:
     """Train and test one configuration in ``run_dir``; returns its ``results.json``.
 
@@ -85,6 +219,7 @@ def run_fit(
         name: the run's name on the dashboard (default: the directory's name).
         wandb: ``init_args`` of a W&B logger, or ``None`` for the CSV logger only.
         env: extra environment variables for the subprocess.
+        launcher: how the process starts (default: `SubprocessLauncher`).
     """
     run_dir = Path(run_dir)
     done = read_results(run_dir)
@@ -93,10 +228,10 @@ def run_fit(
     run_dir.mkdir(parents=True, exist_ok=True)
     overlay = run_dir / "overlay.yaml"
     overlay.write_text(yaml.safe_dump(run_overlay(run_dir, name or run_dir.name, wandb)))
-    command = [sys.executable, "-m", "mtl.cli", "fit"]
+    argv = ["fit"]
     for config in configs:
-        command += ["--config", str(config)]
-    command += [
+        argv += ["--config", str(config)]
+    argv += [
         "--config",
         str(overlay),
         *args,
@@ -107,19 +242,18 @@ def run_fit(
     ]
     checkpoint = latest_checkpoint(run_dir)
     if checkpoint is not None:
-        command += ["--ckpt_path", str(checkpoint)]
+        argv += ["--ckpt_path", str(checkpoint)]
+    launcher = launcher or SubprocessLauncher()
+    command = launcher.describe(argv)
     log = run_dir / "log.txt"
     with log.open("a") as out:
-        out.write(f"$ {' '.join(command)}\n")
-        out.flush()
-        code = subprocess.run(
-            command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
-        ).returncode
+        out.write(f"$ {command}\n")
+    code = launcher.launch(argv, log, env or {})
     results = read_results(run_dir)
     if code != 0 or results is None:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
         raise RunFailed(
             f"Expected `mtl fit` in {run_dir} to finish, but it exited with code {code}. Command: "
-            f"{' '.join(command)}\nLast lines of {log}:\n{tail}"
+            f"{command}\nLast lines of {log}:\n{tail}"
         )
     return results

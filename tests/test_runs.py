@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mtl.runs import RunFailed, latest_checkpoint, read_results, run_fit
+from mtl.runs import ForkServerLauncher, RunFailed, latest_checkpoint, read_results, run_fit
 from tests.test_cli import TINY
 
 
@@ -46,3 +46,24 @@ def test_run_fit_failure_names_the_run_and_shows_the_log(config: Path, tmp_path:
     with pytest.raises(RunFailed, match="exited with code"):
         run_fit([config], tmp_path / "bad", ["--model.heads.nope", "1"])
     assert not (tmp_path / "bad" / "results.json").exists()
+
+
+def test_fork_server_launcher_runs_in_the_callers_folder_and_returns_the_exit_code(
+    config: Path, tmp_path: Path, monkeypatch
+) -> None:
+    launcher = ForkServerLauncher(preload=["tests.toy"])
+    log = tmp_path / "log.txt"
+    monkeypatch.chdir(config.parent)  # the child resolves the relative path from here
+    assert launcher.launch(["fit", "--config", config.name, "--print_config"], log, {}) == 0
+    assert "tests.toy.TinyEncoder" in log.read_text()
+    assert launcher.launch(["fit", "--config", config.name, "--no_such_flag", "1"], log, {}) == 2
+    assert "no_such_flag" in log.read_text()
+    assert launcher.describe(["fit", "--config", "a.yaml"]).startswith("mtl fit --config a.yaml")
+
+
+def test_run_fit_with_the_fork_server_launcher(config: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    results = run_fit([config], run_dir, ["--trainer.max_epochs", "1"], launcher=ForkServerLauncher())
+    assert results == read_results(run_dir) and "test/cls/accuracy" in results["metrics"]
+    (command,) = [line for line in (run_dir / "log.txt").read_text().splitlines() if line.startswith("$ ")]
+    assert command.startswith("$ mtl fit --config") and "forked from a preloaded server" in command
