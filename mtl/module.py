@@ -9,7 +9,7 @@ mixed batch (several tasks routed by row) go through the same code.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -19,8 +19,15 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.strategies import DDPStrategy
 from torch import Tensor, nn
 
-from mtl.balancing.aggregator import GradientAggregator
-from mtl.balancing.engine import flat_gradients, representation_gradients, task_gradients, write_gradients
+from mtl.balancing.aggregator import GradientAggregator, nonfinite_rows
+from mtl.balancing.engine import (
+    Engine,
+    flat_gradients,
+    representation_gradients,
+    resolve_engine,
+    task_gradients,
+    write_gradients,
+)
 from mtl.encoders.base import Encoder
 from mtl.features import Features
 from mtl.heads.base import Head
@@ -90,6 +97,10 @@ class MultiTaskModule(LightningModule):
             (the cheap variant of MGDA-UB, IMTL-G, Aligned-MTL-UB and GradDrop, the methods defined
             on it, ``representation``): the aggregate at the representation is back-propagated
             through the encoder, and the neck and heads take the gradient of the weighted sum.
+        gradient_engine: how the per-task gradients are computed (`mtl.balancing.engine`):
+            ``"batched"``, one vectorised backward pass; ``"loop"``, one backward pass per task;
+            ``"auto"``, batched on accelerators and the loop on CPU (where it measures faster). Same
+            gradients either way.
         clip_grad_norm: with a gradient aggregator, clip the total gradient norm to this (Lightning's
             ``trainer.gradient_clip_val`` does not apply to manual optimization).
     """
@@ -111,6 +122,7 @@ class MultiTaskModule(LightningModule):
         balancer: GradientAggregator | LossWeighting | None = None,
         balance_on: BalanceOn = "shared",
         clip_grad_norm: float | None = None,
+        gradient_engine: Engine = "auto",
     ) -> None:
         super().__init__()
         self.save_hyperparameters(
@@ -169,6 +181,8 @@ class MultiTaskModule(LightningModule):
         if self.weighting is not None:
             self.weighting.bind(self.task_names)
         self.balance_on = balance_on
+        resolve_engine(gradient_engine, torch.device("cpu"))  # rejects an unknown engine now
+        self.gradient_engine = gradient_engine
         self.clip_grad_norm = clip_grad_norm
         self.automatic_optimization = self.balancer is None
         stages: tuple[Stage, ...] = ("train", "val", "test") if train_metrics else ("val", "test")
@@ -336,7 +350,13 @@ class MultiTaskModule(LightningModule):
     def _weighted_losses(self, step: StepOutput) -> tuple[Tensor, list[str]]:
         """``[n]`` fixed-weight losses of the tasks present in ``step``, in task order, and their names."""
         present = [t for t in self.heads if t in step.losses]
-        return torch.stack([self.loss_weights[t] * step.losses[t] for t in present]), present
+        return torch.stack(self._task_objectives(step, present)), present
+
+    def _task_objectives(self, step: StepOutput, tasks: Sequence[str]) -> list[Tensor]:
+        """The fixed-weight loss of each of ``tasks``, as separate scalars: the per-task gradient of
+        one then differentiates only that task's graph (a slice of a stacked tensor would carry zero
+        gradients through every other task's head)."""
+        return [self.loss_weights[t] * step.losses[t] for t in tasks]
 
     def _shared_step(self, batch: Mapping[str, Any], stage: Stage) -> Tensor:
         return self._record(self.task_losses(batch), batch, stage)
@@ -390,7 +410,8 @@ class MultiTaskModule(LightningModule):
         grad_norms = None
         if self.weighting.needs_grad_norms:
             last = self.encoder.last_layer_parameters()
-            grad_norms = task_gradients(losses, last).norm(dim=1).detach()
+            grad_norms = task_gradients(self._task_objectives(step, present), last, self.gradient_engine)
+            grad_norms = grad_norms.norm(dim=1).detach()
         total = self.weighting(losses, self.global_step, tasks, grad_norms)
         if step.aux_loss is not None:
             total = total + self.aux_loss_weight * step.aux_loss
@@ -430,20 +451,22 @@ class MultiTaskModule(LightningModule):
             )
         optimizer = self.optimizers()
         optimizer.zero_grad()
-        losses, _ = self._weighted_losses(step)
-        objective = self.balancer.transform_losses(losses)
+        parts = self._task_objectives(step, list(self.heads))
+        losses = torch.stack(parts)
+        # Each task's objective stays its own graph root (`_task_objectives`); the transform is elementwise.
+        parts = [self.balancer.transform_losses(x.reshape(1)).reshape(()) for x in parts]
         aux = None if step.aux_loss is None else self.aux_loss_weight * step.aux_loss
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)
         scale = 1.0
         if scaler is not None and scaler.is_enabled():
-            objective, aux = scaler.scale(objective), None if aux is None else scaler.scale(aux)
+            parts, aux = [scaler.scale(x) for x in parts], None if aux is None else scaler.scale(aux)
             scale = float(scaler.get_scale())
         encoder = [p for p in self.encoder.parameters() if p.requires_grad]
         rest = [p for p in [*self.neck.parameters(), *self.heads.parameters()] if p.requires_grad]
         if self.balance_on == "representation":
-            G = self._representation_step(step, objective, losses, aux, encoder, rest, scale)
+            G = self._representation_step(step, parts, losses, aux, encoder, rest, scale)
         else:
-            G = self._parameter_step(objective, losses, aux, scale)
+            G = self._parameter_step(parts, losses, aux, scale)
         self._log_balancer(self.balancer.weights, G)
         optimizer.step()
         scheduler = self.lr_schedulers()
@@ -452,17 +475,20 @@ class MultiTaskModule(LightningModule):
         return total.detach()
 
     def _parameter_step(
-        self, objective: Tensor, losses: Tensor, aux: Tensor | None, scale: float
+        self, parts: list[Tensor], losses: Tensor, aux: Tensor | None, scale: float
     ) -> Tensor | None:
         """Gradients for ``balance_on`` ``shared`` or ``last_layer``; returns the aggregated ``G``."""
         heads = [p for p in self.heads.parameters() if p.requires_grad]
         shared = self.shared_parameters()
         on = shared if self.balance_on == "shared" else self.encoder.last_layer_parameters()
-        G = self._reduce(task_gradients(objective, on)) / scale
-        if not bool(torch.isfinite(G).all()) and scale != 1.0:
+        G = self._reduce(task_gradients(parts, on, self.gradient_engine))
+        G = G / scale if scale != 1.0 else G
+        objective = torch.stack(parts)
+        if scale != 1.0 and nonfinite_rows(G):
             self._skip_step(shared + heads)
             return None
-        direction = self.balancer(G, losses.detach()) * scale
+        direction = self.balancer(G, losses.detach())
+        direction = direction * scale if scale != 1.0 else direction
         if self.balance_on == "last_layer":  # the weights found on the last layer weigh one backward pass
             weighted = (self.balancer.weights.to(objective) * objective).sum()
             direction = self._reduce(flat_gradients(weighted, shared))
@@ -475,7 +501,7 @@ class MultiTaskModule(LightningModule):
     def _representation_step(
         self,
         step: StepOutput,
-        objective: Tensor,
+        parts: list[Tensor],
         losses: Tensor,
         aux: Tensor | None,
         encoder: list[nn.Parameter],
@@ -491,12 +517,15 @@ class MultiTaskModule(LightningModule):
                 f"Expected a trainable encoder with `balance_on: representation` and {type(self.balancer).__name__}, "
                 "but the encoder's output does not depend on trainable parameters (is it frozen?)."
             )
-        G, own = representation_gradients(task_gradients(objective, reps), self.trainer.strategy)
-        G = G / scale
-        if not bool(torch.isfinite(G).all()) and scale != 1.0:
+        G, own = representation_gradients(
+            task_gradients(parts, reps, self.gradient_engine), self.trainer.strategy
+        )
+        G = G / scale if scale != 1.0 else G
+        if scale != 1.0 and nonfinite_rows(G):
             self._skip_step(encoder + rest)
             return None
-        direction = self.balancer(G, losses.detach())[own] * scale
+        direction = self.balancer(G, losses.detach())[own]
+        direction = direction * scale if scale != 1.0 else direction
         sizes = [x.numel() for x in reps]
         grads = torch.autograd.grad(
             reps,
@@ -515,7 +544,7 @@ class MultiTaskModule(LightningModule):
         if aux is not None:
             flat = flat + self._reduce(flat_gradients(aux, encoder))
         write_gradients(encoder, flat)
-        plain = objective.sum() + (0.0 if aux is None else aux)
+        plain = torch.stack(parts).sum() + (0.0 if aux is None else aux)
         write_gradients(rest, self._reduce(flat_gradients(plain, rest)))
         return G
 

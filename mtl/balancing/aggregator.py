@@ -15,7 +15,26 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["GradientAggregator", "check_gradients", "check_losses", "combine", "gram_matrix"]
+__all__ = [
+    "GradientAggregator",
+    "check_gradients",
+    "check_losses",
+    "combine",
+    "gram_matrix",
+    "nonfinite_rows",
+]
+
+
+def nonfinite_rows(G: Tensor) -> list[int]:
+    """The rows of ``G`` [T, D] holding a NaN or an infinity (``[]`` for a finite ``G``).
+
+    A row's sum is finite whenever all its entries are, so one reduction screens the whole matrix
+    (an elementwise ``isfinite`` costs four passes and a temporary as large as ``G``, a sizeable part
+    of a step for representation gradients); only rows whose sum is not finite are checked entry by
+    entry, which also clears a sum that overflowed from large but finite entries.
+    """
+    suspect = (~torch.isfinite(G.sum(dim=1))).nonzero().flatten().tolist()
+    return [t for t in suspect if not bool(torch.isfinite(G[t]).all())]
 
 
 def check_gradients(G: Tensor) -> None:
@@ -35,9 +54,8 @@ def check_gradients(G: Tensor) -> None:
         raise ValueError(
             f"Expected `G` to be a floating-point tensor, but got dtype {G.dtype}. Cast it with G.float()."
         )
-    finite = torch.isfinite(G).all(dim=1)
-    if not bool(finite.all()):
-        rows = (~finite).nonzero().flatten().tolist()
+    rows = nonfinite_rows(G)
+    if rows:
         raise ValueError(
             f"Expected `G` to be finite, but got NaN/inf in row(s) {rows} (the gradient of task(s) {rows}). "
             "Check those tasks' losses for NaN/inf (e.g. log(0), division by zero, an exploding loss), "

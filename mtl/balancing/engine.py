@@ -1,23 +1,41 @@
-"""Per-task gradients of the shared parameters: computed in one batched pass, written back as one
-direction.
+"""Per-task gradients of the shared parameters, written back as one direction.
 
 `task_gradients` builds the matrix ``G`` [T, D] that every `GradientAggregator` takes: row ``t`` is
-the gradient of task ``t``'s loss with respect to the shared parameters. It asks autograd for all
-``T`` rows in one vectorised backward pass (``is_grads_batched=True``: a vmap over the identity as
-``grad_outputs``) and falls back to ``T`` separate passes where an operator has no batching rule.
-The batched pass also avoids LibMTL's per-task ``backward`` plus host copies.
+the gradient of task ``t``'s loss with respect to the shared parameters. Two engines give the same
+matrix:
+
+* ``batched``: all ``T`` rows in one vectorised backward pass (``is_grads_batched=True``: a vmap over
+  the rows of the identity as ``grad_outputs``), one launch per operator instead of ``T``: the fast
+  engine on a GPU. It falls back to the loop where an operator has no batching rule.
+* ``loop``: ``T`` backward passes, one per task, each from that task's own loss (a separate scalar,
+  so a pass visits only its own head, not the other ``T - 1`` heads with zero gradients). On a CPU,
+  which gains nothing from batching ``T`` launches, the vmapped pass does the same arithmetic plus
+  the ``T``-fold materialisation of every gradient it carries (with task-tagged examples, mostly
+  zeros: task ``t``'s loss touches only its own rows), and measures slower
+  (``benchmarks/results/balancing-cpu-census.md``).
+
+``engine="auto"`` takes the batched pass on accelerators and the loop on CPU. Neither makes LibMTL's
+host copies of every gradient.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["flat_gradients", "representation_gradients", "task_gradients", "write_gradients"]
+__all__ = [
+    "ENGINES",
+    "Engine",
+    "flat_gradients",
+    "representation_gradients",
+    "resolve_engine",
+    "task_gradients",
+    "write_gradients",
+]
 
 log = logging.getLogger(__name__)
 
@@ -30,29 +48,63 @@ def _flatten(grads: Sequence[Tensor | None], params: Sequence[nn.Parameter], row
     return torch.cat(parts, dim=1)
 
 
-def task_gradients(losses: Tensor, params: Sequence[nn.Parameter], batched: bool = True) -> Tensor:
+Engine = Literal["auto", "batched", "loop"]
+ENGINES: tuple[str, ...] = ("auto", "batched", "loop")
+
+
+def resolve_engine(engine: str, device: torch.device) -> str:
+    """``batched`` or ``loop`` for ``engine`` on ``device`` (``auto``: batched off the CPU)."""
+    if engine not in ENGINES:
+        raise ValueError(f"Expected the gradient engine to be one of {list(ENGINES)}, but got {engine!r}.")
+    if engine == "auto":
+        return "loop" if device.type == "cpu" else "batched"
+    return engine
+
+
+def task_gradients(
+    losses: Tensor | Sequence[Tensor], params: Sequence[nn.Parameter], engine: Engine = "auto"
+) -> Tensor:
     """``G`` [T, D]: the flattened gradient of each of the ``T`` ``losses`` w.r.t. ``params``.
 
     Args:
-        losses: ``[T]`` per-task losses, all from one graph.
+        losses: the ``T`` per-task losses, all from one graph: a sequence of scalars (preferred: the
+            loop then differentiates each task's own graph) or a ``[T]`` tensor.
         params: the shared parameters (``D`` = their total size); unused ones give zero columns.
-        batched: try the single vectorised backward pass first (exact same result as the loop).
+        engine: ``batched`` (one vectorised pass), ``loop`` (``T`` passes) or ``auto`` (batched
+            unless the losses are on the CPU); both give the same matrix.
     """
-    rows = losses.shape[0]
-    if batched:
-        eye = torch.eye(rows, device=losses.device, dtype=losses.dtype)
+    parts = list(losses.unbind()) if isinstance(losses, Tensor) else list(losses)
+    rows = len(parts)
+    if rows == 0:
+        raise ValueError("Expected at least one task loss, but got none.")
+    if resolve_engine(engine, parts[0].device) == "batched":
+        eye = torch.eye(rows, device=parts[0].device, dtype=parts[0].dtype)
+        outputs, grad_outputs = (losses, eye) if isinstance(losses, Tensor) else (parts, list(eye.unbind(1)))
         try:
             grads = torch.autograd.grad(
-                losses, params, grad_outputs=eye, is_grads_batched=True, retain_graph=True, allow_unused=True
+                outputs,
+                params,
+                grad_outputs=grad_outputs,
+                is_grads_batched=True,
+                retain_graph=True,
+                allow_unused=True,
             )
             return _flatten(grads, params, rows)
         except RuntimeError as err:  # an operator without a vmap rule: take the per-task loop
             log.info("Batched per-task gradients unavailable (%s); using %d backward passes.", err, rows)
-    per_task = [
-        _flatten(torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True), params, 1)
-        for loss in losses
-    ]
-    return torch.cat(per_task, dim=0)
+    # Each task's gradients are copied straight into its row: one copy, no concatenation per row.
+    G = parts[0].new_empty((rows, sum(p.numel() for p in params)))
+    for t, loss in enumerate(parts):
+        grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+        offset = 0
+        for g, p in zip(grads, params, strict=True):
+            block = G[t, offset : offset + p.numel()]
+            if g is None:
+                block.zero_()
+            else:
+                block.copy_(g.reshape(-1))
+            offset += p.numel()
+    return G
 
 
 def flat_gradients(loss: Tensor, params: Sequence[nn.Parameter]) -> Tensor:

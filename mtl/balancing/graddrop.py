@@ -85,11 +85,23 @@ class GradDrop(GradientAggregator):
 
     def _aggregate(self, G: Tensor, losses: Tensor | None) -> Tensor:
         T = G.shape[0]
-        leak = torch.as_tensor(self.leak, dtype=G.dtype, device=G.device).reshape(-1, 1)
+        leak = torch.as_tensor(self.leak, dtype=G.dtype, device=G.device).reshape(-1)
         if leak.shape[0] not in (1, T):
             raise ValueError(
                 f"Expected `leak` to have 1 or {T} values (one per task), but got {leak.shape[0]}."
             )
-        masks = graddrop_masks(G, self._uniform(G)).to(G.dtype)
-        dropped = (leak + (1.0 - leak) * masks) * G
-        return dropped.sum(dim=0) / T if self.reduction == "mean" else dropped.sum(dim=0)
+        leak = leak.expand(T)
+        # The masked sum in closed form: a kept coordinate is a task's positive part where the positive
+        # sign wins and its negative part elsewhere, so sum_i (1 - l_i) M_i g_i needs only the weighted
+        # sums of the positive and of the negative parts. Two products with a [2, T] matrix replace the
+        # T x D masks (same value as `graddrop_masks`; a third of the memory traffic).
+        weights = torch.stack([torch.ones_like(leak), 1.0 - leak])
+        positive = weights @ G.clamp_min(0.0)  # [2, D]: plain and (1 - l)-weighted sums
+        negative = weights @ G.clamp_max(0.0)
+        magnitude = positive[0] - negative[0]
+        ratio = torch.where(magnitude > 0, (positive[0] + negative[0]) / magnitude.clamp_min(1e-38), 0.0)
+        keep_positive = self._uniform(G) < 0.5 * (1.0 + ratio)
+        out = torch.where(keep_positive, positive[1], negative[1])
+        if bool((leak > 0).any()):
+            out = out + leak @ G
+        return out / T if self.reduction == "mean" else out

@@ -8,7 +8,7 @@ from lightning.pytorch import Trainer, seed_everything
 from torch import nn
 
 from mtl.balancing import MGDA, CAGrad, PCGrad
-from mtl.balancing.engine import task_gradients, write_gradients
+from mtl.balancing.engine import resolve_engine, task_gradients, write_gradients
 from mtl.data import MultiTaskDataModule, collate
 from mtl.heads import BinaryHead, ClassificationHead, RegressionHead
 from mtl.module import MultiTaskModule
@@ -21,13 +21,27 @@ def test_batched_rows_equal_the_per_task_loop_and_autograd():
     x = torch.randn(6, 4)
     losses = (net(x) ** 2).mean(0)  # three "tasks"
     params = list(net.parameters())
-    batched = task_gradients(losses, params)
-    looped = task_gradients(losses, params, batched=False)
+    batched = task_gradients(losses, params, engine="batched")
+    looped = task_gradients(losses, params, engine="loop")
     assert batched.shape == (3, sum(p.numel() for p in params))
     torch.testing.assert_close(batched, looped)
     for t in range(3):
         expected = torch.cat([g.flatten() for g in torch.autograd.grad(losses[t], params, retain_graph=True)])
         torch.testing.assert_close(batched[t], expected)
+    # Separate scalar losses (what the module passes) give the same rows under both engines.
+    scalars = list(losses.unbind())
+    for engine in ("batched", "loop", "auto"):
+        torch.testing.assert_close(task_gradients(scalars, params, engine=engine), looped)
+
+
+def test_engine_choice():
+    assert resolve_engine("auto", torch.device("cpu")) == "loop"
+    assert resolve_engine("auto", torch.device("cuda")) == "batched"
+    assert resolve_engine("batched", torch.device("cpu")) == "batched"
+    with pytest.raises(ValueError, match="gradient engine to be one of"):
+        resolve_engine("vmap", torch.device("cpu"))
+    with pytest.raises(ValueError, match="gradient engine to be one of"):
+        MultiTaskModule(encoder=TinyEncoder(), heads={"reg": RegressionHead()}, gradient_engine="fast")
 
 
 def test_write_gradients_round_trip():
@@ -38,11 +52,15 @@ def test_write_gradients_round_trip():
         write_gradients(params, torch.zeros(11))
 
 
-def make(balancer, lr=0.1):
+def make(balancer, lr=0.1, **kwargs):
     seed_everything(0)
     heads = {"cls": ClassificationHead(num_classes=3), "reg": RegressionHead(), "bin": BinaryHead()}
     return MultiTaskModule(
-        encoder=TinyEncoder(), heads=heads, balancer=balancer, optimizer=lambda p: torch.optim.SGD(p, lr=lr)
+        encoder=TinyEncoder(),
+        heads=heads,
+        balancer=balancer,
+        optimizer=lambda p: torch.optim.SGD(p, lr=lr),
+        **kwargs,
     )
 
 
@@ -74,6 +92,16 @@ def test_one_step_moves_shared_weights_along_the_aggregate_and_heads_along_their
         grads = torch.autograd.grad(step.losses[task], head_before, retain_graph=True)  # unweighted, own task
         for p_after, p_before, g in zip(module.heads[task].parameters(), head_before, grads, strict=True):
             torch.testing.assert_close(p_after, p_before - 0.1 * g)
+
+
+@pytest.mark.parametrize("balance_on", ["shared", "representation"])
+def test_batched_and_loop_engines_train_identically(balance_on):
+    trained = {}
+    for engine in ("batched", "loop"):
+        module = make(MGDA(), balance_on=balance_on, gradient_engine=engine)
+        fit(module, steps=3)
+        trained[engine] = torch.cat([p.detach().flatten() for p in module.parameters()])
+    torch.testing.assert_close(trained["batched"], trained["loop"])
 
 
 @pytest.mark.parametrize("balancer", [PCGrad(), MGDA()], ids=["PCGrad", "MGDA"])

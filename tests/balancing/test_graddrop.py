@@ -51,3 +51,14 @@ def test_every_output_coordinate_keeps_a_single_sign_of_the_inputs() -> None:
     positive_part = G.clamp(min=0).sum(dim=0) / 4
     negative_part = G.clamp(max=0).sum(dim=0) / 4
     assert torch.all(torch.isclose(d, positive_part) | torch.isclose(d, negative_part))
+
+
+def test_direction_equals_the_papers_masked_sum_with_per_task_leaks() -> None:
+    G = torch.randn(3, 300, generator=torch.Generator().manual_seed(3))
+    G[:, :20] = 0.0  # all-zero coordinates: purity 1/2, zero output
+    leak = torch.tensor([0.0, 0.3, 1.0]).unsqueeze(1)
+    uniform = torch.rand(300, generator=torch.Generator().manual_seed(5))  # the aggregator's own draw
+    masks = graddrop_masks(G, uniform).to(G.dtype)
+    expected = ((leak + (1 - leak) * masks) * G).sum(dim=0)
+    torch.testing.assert_close(GradDrop(leak=[0.0, 0.3, 1.0], reduction="sum", seed=5)(G), expected)
+    torch.testing.assert_close(GradDrop(leak=[0.0, 0.3, 1.0], seed=5)(G), expected / 3)
