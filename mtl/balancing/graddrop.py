@@ -94,10 +94,10 @@ class GradDrop(GradientAggregator):
         # The masked sum in closed form: a kept coordinate is a task's positive part where the positive
         # sign wins and its negative part elsewhere, so sum_i (1 - l_i) M_i g_i needs only the weighted
         # sums of the positive and of the negative parts. Two products with a [2, T] matrix replace the
-        # T x D masks (same value as `graddrop_masks`; a third of the memory traffic).
+        # T x D masks (same value as `graddrop_masks`, a fraction of the memory traffic).
         weights = torch.stack([torch.ones_like(leak), 1.0 - leak])
         positive = weights @ G.clamp_min(0.0)  # [2, D]: plain and (1 - l)-weighted sums
-        negative = weights @ G.clamp_max(0.0)
+        negative = weights @ G - positive  # g = max(g, 0) + min(g, 0): no second T x D temporary
         magnitude = positive[0] - negative[0]
         ratio = torch.where(magnitude > 0, (positive[0] + negative[0]) / magnitude.clamp_min(1e-38), 0.0)
         keep_positive = self._uniform(G) < 0.5 * (1.0 + ratio)
