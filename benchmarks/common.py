@@ -34,6 +34,7 @@ __all__ = [
     "quiet_logs",
     "rotated",
     "save_results",
+    "start_benchmark",
     "wait_for_quiet",
 ]
 
@@ -121,6 +122,15 @@ def quiet_logs() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="lightning")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+
+
+def start_benchmark(threads: int) -> None:
+    """A benchmark script's common start: timestamped INFO logs of its own, mtl's warnings only, the
+    libraries quiet (`quiet_logs`), and ``threads`` torch threads."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("mtl").setLevel(logging.WARNING)
+    quiet_logs()
+    torch.set_num_threads(threads)
 
 
 def save_results(out_dir: Path, stem: str, markdown: str, payload: dict[str, Any]) -> Path:

@@ -67,9 +67,9 @@ from common import (
     REPO_ROOT,
     describe_machine,
     load_average,
-    quiet_logs,
     rotated,
     save_results,
+    start_benchmark,
     wait_for_quiet,
 )
 
@@ -319,10 +319,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("mtl").setLevel(logging.WARNING)
-    quiet_logs()
-    torch.set_num_threads(args.threads)
+    start_benchmark(args.threads)
     device = torch.device(args.device)
     difference = check_looped_reference()
     if difference > 1e-5:
