@@ -7,6 +7,7 @@ import torch
 
 import mtl.balancing as balancing
 from mtl.balancing import GradientAggregator
+from mtl.balancing.aggregator import nonfinite_rows
 
 AGGREGATORS = [
     balancing.PCGrad,
@@ -162,3 +163,14 @@ def test_weighted_methods_return_exactly_their_weights_times_G(cls: type[Gradien
     for _ in range(2):  # stateful methods: their second call too
         direction = aggregator(G, torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64))
         torch.testing.assert_close(aggregator.weights.to(G) @ G, direction)
+
+
+def test_nonfinite_rows_screen_is_exact() -> None:
+    big = torch.finfo(torch.float32).max
+    G = torch.zeros(4, 3)
+    G[0] = torch.tensor([big, big, 0.0])  # finite entries whose sum overflows: not flagged
+    G[1, 1] = float("nan")
+    G[2] = torch.tensor([float("inf"), float("-inf"), 1.0])  # sums to NaN
+    G[3, 2] = float("-inf")
+    assert nonfinite_rows(G) == [1, 2, 3]
+    assert nonfinite_rows(torch.randn(3, 5)) == []
