@@ -1,0 +1,47 @@
+"""Group configs: the resolved base config restricted to a group's tasks, and the refusal to restrict."""
+
+from __future__ import annotations
+
+import pytest
+
+from mtl.grouping.configs import restrict_config, restriction_problem
+
+BASE = {
+    "seed_everything": 0,
+    "trainer": {
+        "max_epochs": 3,
+        "callbacks": [{"class_path": "Checkpoint", "init_args": {"monitor": "val/mean"}}],
+    },
+    "model": {
+        "heads": {"a": {"class_path": "HeadA"}, "b": {"class_path": "HeadB"}, "c": {"class_path": "HeadC"}},
+        "loss_weights": {"a": 1.0, "b": 2.0, "c": 0.5},
+        "encoder": {"class_path": "Encoder", "init_args": {"labels": ["x", "y"]}},
+    },
+    "data": {"source": {"class_path": "Source", "init_args": {"tasks": ["a", "b", "c"], "size": 10}}},
+}
+
+
+def test_a_group_keeps_its_tasks_in_every_task_keyed_setting_and_nothing_else_changes() -> None:
+    group = restrict_config(BASE, ["c", "a"])
+    assert list(group["model"]["heads"]) == ["a", "c"]  # the config's task order
+    assert group["model"]["loss_weights"] == {"a": 1.0, "c": 0.5}
+    assert group["data"]["source"]["init_args"] == {"tasks": ["a", "c"], "size": 10}
+    assert group["model"]["encoder"] == BASE["model"]["encoder"]  # a list that is no task list stays
+    assert group["trainer"] == BASE["trainer"] and group["seed_everything"] == 0
+    assert list(BASE["model"]["heads"]) == ["a", "b", "c"]  # the base is left as it was
+    assert restrict_config(BASE, ["a", "b", "c"]) == BASE
+
+
+def test_bad_groups_and_sources_without_task_names_are_refused() -> None:
+    with pytest.raises(
+        ValueError, match=r"Expected a non-empty group of the config's tasks \['a', 'b', 'c'\]"
+    ):
+        restrict_config(BASE, ["a", "z"])
+    with pytest.raises(ValueError, match="non-empty group"):
+        restrict_config(BASE, [])
+    counted = {**BASE, "data": {"source": {"class_path": "Source", "init_args": {"tasks": 3}}}}
+    problem = restriction_problem(counted)
+    assert problem is not None and "select its tasks by name" in problem and "`tasks: 3`" in problem
+    with pytest.raises(ValueError, match="select its tasks by name"):
+        restrict_config(counted, ["a"])
+    assert restriction_problem(BASE) is None
