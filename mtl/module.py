@@ -482,13 +482,13 @@ class MultiTaskModule(LightningModule):
         shared = self.shared_parameters()
         on = shared if self.balance_on == "shared" else self.encoder.last_layer_parameters()
         G = self._reduce(task_gradients(parts, on, self.gradient_engine))
-        G = G / scale if scale != 1.0 else G
+        G = _rescale(G, 1.0 / scale)
         objective = torch.stack(parts)
         if scale != 1.0 and nonfinite_rows(G):
             self._skip_step(shared + heads)
             return None
         direction = self.balancer(G, losses.detach())
-        direction = direction * scale if scale != 1.0 else direction
+        direction = _rescale(direction, scale)
         if self.balance_on == "last_layer":  # the weights found on the last layer weigh one backward pass
             weighted = (self.balancer.weights.to(objective) * objective).sum()
             direction = self._reduce(flat_gradients(weighted, shared))
@@ -520,12 +520,12 @@ class MultiTaskModule(LightningModule):
         G, own = representation_gradients(
             task_gradients(parts, reps, self.gradient_engine), self.trainer.strategy
         )
-        G = G / scale if scale != 1.0 else G
+        G = _rescale(G, 1.0 / scale)
         if scale != 1.0 and nonfinite_rows(G):
             self._skip_step(encoder + rest)
             return None
         direction = self.balancer(G, losses.detach())[own]
-        direction = direction * scale if scale != 1.0 else direction
+        direction = _rescale(direction, scale)
         sizes = [x.numel() for x in reps]
         grads = torch.autograd.grad(
             reps,
@@ -669,3 +669,8 @@ class MultiTaskModule(LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval},
         }
+
+
+def _rescale(x: Tensor, factor: float) -> Tensor:
+    """``x * factor`` for the fp16 loss scale; ``x`` itself without a scale (no copy of a large ``G``)."""
+    return x if factor == 1.0 else x * factor
