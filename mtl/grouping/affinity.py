@@ -5,7 +5,9 @@ grouping methods of `mtl.grouping` read it; every measurement method (TAG lookah
 data maps) is one subclass of `AffinityCallback`. Step-based methods derive from
 `StepAffinityCallback`, which measures every ``every_n_steps`` optimizer steps on training batches
 that hold every task, before the optimizer takes its step, and averages the measurements over
-training.
+training; each epoch's mean is kept as well (`AffinityCallback.trajectory`), since affinities can
+change sign as training goes on (related tasks help each other while they learn shared features and
+may compete once those are learnt).
 
 All measurements need ``data.layout: all_tasks`` (every task's loss on the same step). Under DDP the
 measured quantities are averaged across ranks before anything is derived from them, so every rank
@@ -35,6 +37,10 @@ __all__ = [
     "preserved_state",
     "shared_parameters",
 ]
+
+#: The most tasks for which `StepAffinityCallback.save` draws the affinity over training (a row per
+#: ordered pair: 132 rows at 12 tasks); the CSV is written for any number.
+MAX_TRAJECTORY_TASKS = 12
 
 
 def shared_parameters(pl_module: LightningModule) -> list[nn.Parameter]:
@@ -98,7 +104,8 @@ def load_affinity(path: str | Path) -> tuple[list[str], Tensor]:
 class AffinityCallback(Callback, abc.ABC):
     """Measures a ``[T, T]`` task-affinity matrix during one joint training run.
 
-    Subclasses set ``method`` and feed measurements to `accumulate` (or override `affinity`). At the
+    Subclasses set ``method`` and feed measurements to `accumulate`, tagged with the training epoch
+    (or override `affinity`); `affinity` is the mean of all of them, `trajectory` each epoch's mean. At the
     end of fitting the matrix is written with `save` to ``directory`` (default
     ``{trainer.log_dir}/affinity``) on the global-zero rank, when anything was measured.
 
@@ -113,8 +120,9 @@ class AffinityCallback(Callback, abc.ABC):
         self.directory = None if directory is None else Path(directory)
         #: Task names, in the order of the matrix's rows and columns; set at `setup`.
         self.task_names: list[str] = []
-        self._sum: Tensor | None = None
-        self._count = 0
+        # Sums and counts per training epoch: the mean over training, and how it moved (`trajectory`).
+        self._sums: dict[int, Tensor] = {}
+        self._counts: dict[int, int] = {}
 
     # ------------------------------------------------------------------------------- set-up
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -142,28 +150,39 @@ class AffinityCallback(Callback, abc.ABC):
             )
 
     # ------------------------------------------------------------------------------- accumulation
-    def accumulate(self, matrix: Tensor) -> None:
-        """Add one measurement ``[T, T]`` (the same on every rank) to the running mean."""
+    def accumulate(self, matrix: Tensor, epoch: int = 0) -> None:
+        """Add one measurement ``[T, T]`` (the same on every rank), taken in training epoch ``epoch``."""
         t = len(self.task_names)
         if matrix.shape != (t, t):
             raise ValueError(f"Expected a measurement of shape ({t}, {t}), but got {tuple(matrix.shape)}.")
         matrix = matrix.detach().to("cpu", torch.float64)
-        self._sum = matrix if self._sum is None else self._sum + matrix
-        self._count += 1
+        self._sums[epoch] = self._sums[epoch] + matrix if epoch in self._sums else matrix
+        self._counts[epoch] = self._counts.get(epoch, 0) + 1
 
     @property
     def measurements(self) -> int:
         """How many measurements the mean covers."""
-        return self._count
+        return sum(self._counts.values())
 
-    def affinity(self) -> Tensor:
-        """``A`` ``[T, T]`` float64 on the CPU: ``A[i, j]``, how much training on task ``i`` helps task ``j``."""
-        if self._sum is None or self._count == 0:
+    def _check_measured(self) -> None:
+        if not self._counts:
             raise RuntimeError(
                 f"Expected at least one {self.method} affinity measurement, but got none. Train for at "
                 "least one step (or epoch) with the callback attached, or lower `every_n_steps`."
             )
-        return self._sum / self._count
+
+    def affinity(self) -> Tensor:
+        """``A`` ``[T, T]`` float64 on the CPU: ``A[i, j]``, how much training on task ``i`` helps task ``j``
+        (the mean over every measurement)."""
+        self._check_measured()
+        return torch.stack(list(self._sums.values())).sum(dim=0) / self.measurements
+
+    def trajectory(self) -> tuple[list[int], Tensor]:
+        """How the affinity moved during training: the epochs with measurements, in order, and
+        ``[E, T, T]`` float64, the mean of each epoch's measurements."""
+        self._check_measured()
+        epochs = sorted(self._sums)
+        return epochs, torch.stack([self._sums[e] / self._counts[e] for e in epochs])
 
     # ------------------------------------------------------------------------------- output
     def save(self, directory: str | Path, loggers: Iterable[Any] = ()) -> dict[str, Path]:
@@ -203,12 +222,12 @@ class AffinityCallback(Callback, abc.ABC):
 
     # ------------------------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
-        return {"task_names": list(self.task_names), "sum": self._sum, "count": self._count}
+        return {"task_names": list(self.task_names), "sums": dict(self._sums), "counts": dict(self._counts)}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         self.task_names = list(state_dict["task_names"])
-        self._sum = state_dict["sum"]
-        self._count = int(state_dict["count"])
+        self._sums = {int(e): v for e, v in state_dict["sums"].items()}
+        self._counts = {int(e): int(v) for e, v in state_dict["counts"].items()}
 
 
 class StepAffinityCallback(AffinityCallback):
@@ -250,9 +269,59 @@ class StepAffinityCallback(AffinityCallback):
         if float(trainer.strategy.reduce(present, reduce_op="min")) < 1:
             return
         with preserved_state(pl_module):
-            self.accumulate(self.measure(trainer, pl_module, batch))
+            self.accumulate(self.measure(trainer, pl_module, batch), trainer.current_epoch)
+
+    def save(self, directory: str | Path, loggers: Iterable[Any] = ()) -> dict[str, Path]:
+        """`AffinityCallback.save`, plus how the affinity moved during training:
+        ``affinity_by_epoch.csv`` (one row per epoch and ordered pair: ``epoch, measurements, source,
+        target, affinity``, the epoch's mean) and, when at least two epochs were measured and there are
+        at most `MAX_TRAJECTORY_TASKS` tasks, ``affinity_over_training.png`` (also logged to
+        ``loggers``): one row per ordered pair ``i → j``, one column per epoch, each epoch's values
+        divided by its mean absolute self-affinity ``|A[t, t]|`` so that epochs of different scale
+        (TAG's lookahead gains grow as the losses shrink) share one colour scale."""
+        paths = super().save(directory, loggers)
+        epochs, means = self.trajectory()
+        names = self.task_names
+        paths["by_epoch"] = Path(directory) / "affinity_by_epoch.csv"
+        with paths["by_epoch"].open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["epoch", "measurements", "source", "target", "affinity"])
+            for epoch, matrix in zip(epochs, means.tolist(), strict=True):
+                for i, source in enumerate(names):
+                    for j, target in enumerate(names):
+                        writer.writerow([epoch, self._counts[epoch], source, target, f"{matrix[i][j]:.17g}"])
+        if len(epochs) >= 2 and len(names) <= MAX_TRAJECTORY_TASKS:
+            pairs = [(i, j) for i in range(len(names)) for j in range(len(names)) if i != j]
+            scale = means.diagonal(dim1=1, dim2=2).abs().mean(dim=1).clamp_min(1e-300)
+            relative = (means / scale[:, None, None])[:, [i for i, _ in pairs], [j for _, j in pairs]].T
+            bound = max(float(relative.abs().max()), 1e-12)
+            figure = plots.heatmap(
+                relative,
+                [f"{names[i]} → {names[j]}" for i, j in pairs],
+                [str(e) for e in epochs],
+                title=f"{self.method} task affinity over training",
+                xlabel="epoch",
+                ylabel="task i → task j (helped)",
+                colorbar_label="affinity / mean |self-affinity| of the epoch",
+                cmap="RdBu",
+                vmin=-bound,
+                vmax=bound,
+            )
+            paths["over_training"] = plots.log_figure(
+                figure,
+                Path(directory) / "affinity_over_training.png",
+                f"grouping/{self.method}/affinity_over_training",
+                loggers,
+            )
+            figure.clear()
+        return paths
 
     def task_losses(self, pl_module: LightningModule, batch: Mapping[str, Any]) -> Tensor:
         """``[T]`` the per-task losses of ``batch`` (in `task_names` order), with the graph kept."""
         losses = pl_module.task_losses(batch).losses
         return torch.stack([losses[t] for t in self.task_names])
+
+    def weighted(self, pl_module: LightningModule, losses: Mapping[str, Tensor]) -> list[Tensor]:
+        """``w_t L_t`` for the per-task ``losses`` of a batch (in `task_names` order), each its own scalar:
+        `task_gradients` then differentiates each task through its own head only."""
+        return [losses[t] * pl_module.loss_weights[t] for t in self.task_names]

@@ -36,8 +36,8 @@ class GradientCosineAffinity(StepAffinityCallback):
     encoder's and neck's parameters, ``w_t`` the loss weight, which does not change a cosine unless
     it is 0), and ``A[i, j] = cos(g_i, g_j)``, averaged over the measured steps. Gradient conflict
     (negative cosine) is the signal that PCGrad (Yu et al., NeurIPS 2020) acts on, and Fifty et al.
-    (NeurIPS 2021, section 5) compare it with TAG as a grouping signal; it is symmetric, cheap (one
-    batched backward pass, no extra forward) and independent of the optimizer. A task whose gradient
+    (NeurIPS 2021, section 5) compare it with TAG as a grouping signal; it is symmetric, cheap (the
+    per-task backward passes of `task_gradients`, no extra forward) and independent of the optimizer. A task whose gradient
     is zero at a step contributes 0 there.
 
     Under DDP the per-task gradients ``G`` are averaged across ranks first (the cosine of the
@@ -54,7 +54,6 @@ class GradientCosineAffinity(StepAffinityCallback):
     method: ClassVar[str] = "cosine"
 
     def measure(self, trainer: Trainer, pl_module: LightningModule, batch: Mapping[str, Any]) -> Tensor:
-        losses = self.task_losses(pl_module, batch)
-        weights = torch.tensor([pl_module.loss_weights[t] for t in self.task_names], device=losses.device)
-        G = task_gradients(losses * weights, shared_parameters(pl_module))
+        weighted = self.weighted(pl_module, pl_module.task_losses(batch).losses)
+        G = task_gradients(weighted, shared_parameters(pl_module))
         return gradient_cosines(trainer.strategy.reduce(G, reduce_op="mean"))

@@ -71,8 +71,8 @@ class TAGAffinity(StepAffinityCallback):
     every task keeps its own head ``θ_j``. ``A[i, j]`` is ``Z_{i→j}`` averaged over the measured steps
     (the paper's "averaged over training").
 
-    Implementation: the ``T`` per-task gradients come from one batched backward pass
-    (`mtl.balancing.engine.task_gradients`); each lookahead costs one forward pass without graph. The
+    Implementation: the ``T`` per-task gradients come from `mtl.balancing.engine.task_gradients`
+    (one batched backward pass on GPUs, one pass per task through its own head on the CPU); each lookahead costs one forward pass without graph. The
     parameters are restored exactly afterwards; the optimizer, its state, ``.grad``, buffers and the
     random stream are left as they were, so training is undisturbed (the measurement forwards replay
     the same dropout masks, so only the step differs between them).
@@ -89,7 +89,7 @@ class TAGAffinity(StepAffinityCallback):
     Hyper-parameters:
         every_n_steps: measure every this many optimizer steps (the paper measures at every step;
             a larger value trades resolution for speed: each measurement costs ``T + 1`` forwards and
-            one batched backward).
+            the per-task backward passes).
         step: ``"optimizer"`` (the update the optimizer would take; SGD, Adam and AdamW) or
             ``"sgd"`` (``-lr g_i`` with the parameter group's learning rate; any optimizer).
 
@@ -119,13 +119,15 @@ class TAGAffinity(StepAffinityCallback):
             )
         shared = shared_parameters(pl_module)
         replay = _rng_replay(pl_module.device)
-        losses = self.task_losses(pl_module, batch)
-        weights = torch.tensor([pl_module.loss_weights[t] for t in self.task_names], device=losses.device)
-        grads = trainer.strategy.reduce(task_gradients(losses * weights, shared), reduce_op="mean")
+        losses = pl_module.task_losses(batch).losses
+        before = torch.stack([losses[t].detach() for t in self.task_names])
+        grads = trainer.strategy.reduce(
+            task_gradients(self.weighted(pl_module, losses), shared), reduce_op="mean"
+        )
         per_param = _unflatten(grads, shared)
         deltas = lookahead_deltas(optimizers[0], shared, per_param, self.step)
         after = self._lookahead_losses(pl_module, batch, shared, deltas, replay)
-        both = trainer.strategy.reduce(torch.cat([losses.detach().unsqueeze(0), after]), reduce_op="mean")
+        both = trainer.strategy.reduce(torch.cat([before.unsqueeze(0), after]), reduce_op="mean")
         return lookahead_affinity(both[0].double(), both[1:].double())
 
     def _lookahead_losses(

@@ -113,16 +113,45 @@ def test_every_n_steps_must_be_a_positive_integer(bad) -> None:
 def test_mean_over_measurements_and_state_round_trip() -> None:
     callback = GradientCosineAffinity()
     callback.task_names = ["a", "b"]
-    callback.accumulate(torch.tensor([[1.0, 0.5], [0.5, 1.0]]))
-    callback.accumulate(torch.tensor([[1.0, -0.1], [-0.1, 1.0]]))
-    expected = torch.tensor([[1.0, 0.2], [0.2, 1.0]], dtype=torch.float64)
+    callback.accumulate(torch.tensor([[1.0, 0.5], [0.5, 1.0]]), epoch=0)
+    callback.accumulate(torch.tensor([[1.0, -0.1], [-0.1, 1.0]]), epoch=0)
+    callback.accumulate(torch.tensor([[1.0, -0.4], [-0.4, 1.0]]), epoch=2)
+    # The mean over every measurement (not over epochs): (0.5 - 0.1 - 0.4) / 3 = 0.
+    expected = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
     assert torch.allclose(callback.affinity(), expected)
+    epochs, means = callback.trajectory()
+    assert epochs == [0, 2]
+    assert torch.allclose(means[:, 0, 1], torch.tensor([0.2, -0.4], dtype=torch.float64))
     restored = GradientCosineAffinity()
     restored.load_state_dict(callback.state_dict())
-    assert restored.task_names == ["a", "b"] and restored.measurements == 2
+    assert restored.task_names == ["a", "b"] and restored.measurements == 3
     assert torch.equal(restored.affinity(), callback.affinity())
+    assert restored.trajectory()[0] == epochs and torch.equal(restored.trajectory()[1], means)
     with pytest.raises(ValueError, match=r"Expected a measurement of shape \(2, 2\)"):
         callback.accumulate(torch.zeros(3, 3))
+
+
+def test_trajectory_follows_the_epochs_of_a_run(tmp_path: Path) -> None:
+    callback = TAGAffinity(every_n_steps=1, directory=tmp_path)
+    fit(callback, epochs=3)  # 4 steps an epoch
+    epochs, means = callback.trajectory()
+    assert epochs == [0, 1, 2] and means.shape == (3, 3, 3)
+    assert torch.allclose(means.mean(dim=0), callback.affinity())  # equal counts: the mean of the means
+    rows = (tmp_path / "affinity_by_epoch.csv").read_text().splitlines()
+    assert rows[0] == "epoch,measurements,source,target,affinity" and len(rows) == 1 + 3 * 9
+    epoch, count, source, target, value = rows[1 + 9 + 1].split(",")  # epoch 1, cls -> reg
+    assert (epoch, count, source, target) == ("1", "4", "cls", "reg")
+    assert float(value) == float(means[1, 0, 1])
+    assert (tmp_path / "affinity_over_training.png").stat().st_size > 0
+
+
+def test_no_trajectory_image_for_a_single_epoch(tmp_path: Path) -> None:
+    callback = GradientCosineAffinity()
+    callback.task_names = ["x", "y"]
+    callback.accumulate(torch.eye(2))
+    paths = callback.save(tmp_path)
+    assert "over_training" not in paths and not (tmp_path / "affinity_over_training.png").exists()
+    assert paths["by_epoch"].read_text().splitlines()[1:3] == ["0,1,x,x,1", "0,1,x,y,0"]
 
 
 def test_save_writes_a_labelled_csv(tmp_path: Path) -> None:

@@ -66,7 +66,9 @@ def test_affinity_methods_end_to_end(
         monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: the W&B run goes offline
         mtl_main(["group", "--config", str(config), "--method", method, "--budget", "2", "--out", str(out)])
         wandb = out / "affinity_run" / "wandb"
-        assert len(list(wandb.glob("offline-run-*/files/media/images/grouping/cosine/*.png"))) == 1
+        images = [p.name for p in wandb.glob("offline-run-*/files/media/images/grouping/cosine/*.png")]
+        over_training = [n for n in images if n.startswith("affinity_over_training_")]
+        assert len(images) == 2 and len(over_training) == 1  # the matrix and its course over training
     names, matrix = load_affinity(out / "affinity.csv")
     assert names == TASKS and (out / "affinity.png").stat().st_size > 0
     groups = check_groups(out, 2)
