@@ -2,7 +2,8 @@
 
     mtl group --config BASE.yaml [--config OVERLAY.yaml ...] --method tag|cosine|datamap|hoa --budget K
               [--out DIR] [--every-n-steps N] [--tag-step optimizer|sgd] [--disjoint]
-              [--search auto|exhaustive|branch_and_bound|beam] [--train] [--seeds N] [--pairwise DIR]
+              [--search auto|exhaustive|branch_and_bound|beam] [--membership-weights] [--train] [--seeds N]
+              [--pairwise DIR]
               [--wandb-project NAME | --no-wandb]
 
 1. Affinity. ``tag``, ``cosine`` and ``datamap`` train the configured model once, in this process,
@@ -17,7 +18,10 @@
    fuzzy memberships are recorded, and are near one-hot at its fuzziness 1.07).
    ``OUT/groups.json`` holds the groups, the group serving each task, the scores.
 3. Configs. ``OUT/group_<k>.yaml``: the resolved base config restricted to group ``k``'s tasks, ready
-   for ``mtl fit``.
+   for ``mtl fit``. datamap with ``--membership-weights``: STG-MTL's soft groups instead, one model
+   per cluster trained on every task, each task's loss weighted by its membership in the cluster
+   (`mtl.grouping.configs.weight_config`); a task is still served by the cluster of its highest
+   membership.
 4. ``--train``: trains all tasks together, every group and every task alone (``--seeds`` seeds each,
    averaged) and writes ``OUT/comparison.md`` / ``.csv``: each task's test metric together / in its
    group / alone, and Δm. Runs are named by their tasks under ``OUT/runs`` (hoa: the pairwise runs
@@ -49,7 +53,13 @@ from mtl.ablation.resolved import class_path_modules, fingerprint, primary_metri
 from mtl.ablation.resolved import tasks as config_tasks
 from mtl.grouping.affinity import load_affinity, write_affinity_csv
 from mtl.grouping.comparison import compare, to_markdown, write_comparison
-from mtl.grouping.configs import resolve_config, restrict_config, restriction_problem, write_config
+from mtl.grouping.configs import (
+    resolve_config,
+    restrict_config,
+    restriction_problem,
+    weight_config,
+    write_config,
+)
 from mtl.grouping.datamap import DataMapAffinity
 from mtl.grouping.hoa import hoa_scores, read_pairwise_results, train_pairwise_results
 from mtl.grouping.scores import PairwiseScores
@@ -61,7 +71,7 @@ from mtl.grouping.selection import (
     select_groups,
     selection_from_memberships,
 )
-from mtl.grouping.training import run_name, train_averaged
+from mtl.grouping.training import run_name, train_averaged, weighted_run_name
 from mtl.runs import ForkServerLauncher, Launcher, SubprocessLauncher
 
 __all__ = ["METHODS", "build_parser", "main"]
@@ -73,7 +83,8 @@ METHODS = ("tag", "cosine", "datamap", "hoa")
 #: Written next to ``affinity.csv`` once a measurement has finished: what was measured, on what.
 MEASUREMENT = "measurement.json"
 
-Train = Callable[[Sequence[str]], dict[str, Any]]
+#: Trains (or reuses) a set of tasks, optionally with loss weights for every task: its averaged results.
+Train = Callable[..., dict[str, Any]]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="tag: the lookahead step (the optimizer's own update, or -lr g)",
     )
     parser.add_argument("--disjoint", action="store_true", help="groups must partition the tasks")
+    parser.add_argument(
+        "--membership-weights",
+        action="store_true",
+        help="datamap: each cluster's model trains every task, weighted by its membership (STG-MTL)",
+    )
     parser.add_argument(
         "--remeasure",
         action="store_true",
@@ -135,6 +151,11 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise ValueError(
             f"Expected `--every-n-steps` only with --method tag or cosine (measured every N steps), but got "
             f"--method {args.method}: data maps are recorded once per epoch and HOA trains whole runs."
+        )
+    if args.membership_weights and args.method != "datamap":
+        raise ValueError(
+            f"Expected `--membership-weights` only with --method datamap (the fuzzy memberships of the data-map "
+            f"clusters weight each cluster's tasks), but got --method {args.method}. Drop it."
         )
     if args.method == "datamap" and (args.search != "auto" or args.disjoint):
         raise ValueError(
@@ -193,6 +214,7 @@ def _write_groups(
     selection: Selection,
     configs: Mapping[str, Path | None],
     extra: Mapping[str, Any],
+    weights: Sequence[Mapping[str, float]] | None,
 ) -> Path:
     names = _group_names(selection)
     served = {
@@ -210,9 +232,11 @@ def _write_groups(
                 "tasks": list(group),
                 "serves": served[name],
                 "config": None if configs[name] is None else configs[name].name,
+                **({} if weights is None else {"loss_weights": dict(weights[k])}),
             }
-            for name, group in zip(names, selection.groups, strict=True)
+            for k, (name, group) in enumerate(zip(names, selection.groups, strict=True))
         ],
+        "membership_weights": weights is not None,
         "serving": {t: names[g] for t, g in selection.serving.items()},
         "task_scores": selection.task_scores,
         "score": selection.score,
@@ -313,28 +337,57 @@ def _write_group_configs(
     resolved: Mapping[str, Any],
     selection: Selection,
     problem: str | None,
+    weights: Sequence[Mapping[str, float]] | None,
 ) -> dict[str, Path | None]:
-    """``group_<k>.yaml`` per group (none when the config cannot be restricted to a group)."""
-    if problem is not None:
+    """``group_<k>.yaml`` per group: the config restricted to the group's tasks (none when it cannot be
+    restricted), or with ``weights`` every task with the group's loss weights."""
+    if problem is not None and weights is None:
         log.warning("No group configs written: %s", problem)
     configs: dict[str, Path | None] = {}
-    for name, group in zip(_group_names(selection), selection.groups, strict=True):
-        if problem is not None:
+    for k, (name, group) in enumerate(zip(_group_names(selection), selection.groups, strict=True)):
+        if weights is not None:
+            config, what = weight_config(resolved, weights[k]), "every task, weighted by membership"
+        elif problem is None:
+            config, what = restrict_config(resolved, group), "tasks " + ", ".join(group)
+        else:
             configs[name] = None
             continue
         header = (
-            f"{name} of `mtl group --method {args.method} --budget {args.budget}`: tasks {', '.join(group)}.\n"
+            f"{name} of `mtl group --method {args.method} --budget {args.budget}`: {what}; serves "
+            f"{', '.join(t for t in selection.task_names if selection.serving[t] == k)}.\n"
             f"Run:  mtl fit --config {out / f'{name}.yaml'} --test_after_fit true"
         )
-        configs[name] = write_config(out / f"{name}.yaml", restrict_config(resolved, group), header)
+        configs[name] = write_config(out / f"{name}.yaml", config, header)
     return configs
 
 
-def _train_and_compare(out: Path, resolved: Mapping[str, Any], selection: Selection, train: Train) -> None:
-    """Train all tasks together, every group and every task alone; write and print the comparison."""
+def _membership_weights(
+    selection: Selection, memberships: Mapping[str, Sequence[float]]
+) -> list[dict[str, float]]:
+    """Each group's loss weights for STG-MTL's soft groups: every task's membership in the group's cluster
+    (the cluster its members have their highest membership in)."""
+    weights = []
+    for group in selection.groups:
+        column = int(np.argmax(memberships[group[0]]))
+        weights.append({t: float(memberships[t][column]) for t in selection.task_names})
+    return weights
+
+
+def _train_and_compare(
+    out: Path,
+    resolved: Mapping[str, Any],
+    selection: Selection,
+    train: Train,
+    weights: Sequence[Mapping[str, float]] | None,
+) -> None:
+    """Train all tasks together, every group (with ``weights``: every task, weighted) and every task
+    alone; write and print the comparison."""
     tasks, names = list(selection.task_names), _group_names(selection)
     together = train(tasks)
-    grouped = {name: train(group) for name, group in zip(names, selection.groups, strict=True)}
+    grouped = {
+        name: train(group) if weights is None else train(tasks, weights[k])
+        for k, (name, group) in enumerate(zip(names, selection.groups, strict=True))
+    }
     single = {t: train([t]) for t in tasks}
     serving = {t: names[g] for t, g in selection.serving.items()}
     rows = compare(tasks, primary_metrics(resolved), together, grouped, serving, single)
@@ -364,24 +417,29 @@ def main(argv: Sequence[str] | None = None) -> None:
     write_config(out / "config.yaml", resolved, "The resolved base config of this `mtl group` run.")
     launcher = _launcher(resolved)  # a fork server starts on the first run only
 
-    def train(members: Sequence[str]) -> dict[str, Any]:
-        """Train (or reuse) the base config restricted to ``members``, every seed, under ``runs``."""
+    def train(members: Sequence[str], weights: Mapping[str, float] | None = None) -> dict[str, Any]:
+        """Train (or reuse) the base config restricted to ``members`` (or, with ``weights``, every task
+        with those loss weights), every seed, under ``runs``."""
         members = [t for t in tasks if t in members]
-        config = restrict_config(resolved, members)
-        name = run_name(members)
-        header = f"The base config restricted to {', '.join(members)} (written by `mtl group`)."
+        if weights is None:
+            config, name = restrict_config(resolved, members), run_name(members)
+            header = f"The base config restricted to {', '.join(members)} (written by `mtl group`)."
+        else:
+            config, name = weight_config(resolved, weights), weighted_run_name(weights)
+            header = f"The base config with loss weights {dict(weights)} (written by `mtl group`)."
         path = write_config(out / "configs" / f"{name}.yaml", config, header)
         print(f"mtl group: run {name} ({args.seeds} seed(s)) under {runs}", flush=True)
-        return train_averaged(path, config, runs, args.seeds, wandb=wandb, launcher=launcher)
+        return train_averaged(path, config, runs, args.seeds, wandb=wandb, launcher=launcher, name=name)
 
     chosen = _choose(args, out, resolved, search, train, runs, wandb)
     if chosen is None:
         return
     selection, extra = chosen
-    configs = _write_group_configs(args, out, resolved, selection, problem)
-    groups_path = _write_groups(out, args, selection, configs, extra)
+    weights = _membership_weights(selection, extra["memberships"]) if args.membership_weights else None
+    configs = _write_group_configs(args, out, resolved, selection, problem, weights)
+    groups_path = _write_groups(out, args, selection, configs, extra, weights)
     print(f"Groups ({selection.search}, score {selection.score:.4g}) written to {groups_path}:")
     for name, group in zip(_group_names(selection), selection.groups, strict=True):
         print(f"  {name}: {', '.join(group)}")
     if args.train:
-        _train_and_compare(out, resolved, selection, train)
+        _train_and_compare(out, resolved, selection, train, weights)

@@ -9,6 +9,7 @@ tasks (the data source's ``tasks``) becomes the group's tasks. A data source tha
 tasks by name (e.g. one whose ``tasks`` is a count) cannot be restricted; `restriction_problem` says
 so before any work is done. Settings that list one value per task by position (a
 `SpecifiedSampler`'s ``probabilities``) are not recognised and must be set per group by hand.
+`weight_config` keeps every task and scales the tasks' loss weights instead (STG-MTL's soft groups).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import yaml
 from mtl.ablation.config_parser import ConfigParser
 from mtl.ablation.resolved import tasks as config_tasks
 
-__all__ = ["resolve_config", "restrict_config", "restriction_problem", "write_config"]
+__all__ = ["resolve_config", "restrict_config", "restriction_problem", "weight_config", "write_config"]
 
 #: Options of the ``mtl fit`` command line that belong to one run, not to a config.
 _RUN_OPTIONS = ("test_after_fit", "results_file")
@@ -74,6 +75,20 @@ def restrict_config(config: Mapping[str, Any], group: Sequence[str]) -> dict[str
         raise ValueError(problem)
     keep = [t for t in tasks if t in group]
     return _restrict(dict(config), set(tasks), keep)
+
+
+def weight_config(config: Mapping[str, Any], weights: Mapping[str, float]) -> dict[str, Any]:
+    """``config`` (resolved) training every task, each task's loss weight multiplied by ``weights[task]``
+    (STG-MTL's membership-weighted cluster models; a task the config gives no weight has weight 1)."""
+    tasks = config_tasks(config)
+    if sorted(weights) != sorted(tasks):
+        raise ValueError(
+            f"Expected a weight for each of the config's tasks {tasks}, but got {sorted(weights)}."
+        )
+    model = dict(config["model"])
+    base = model.get("loss_weights") or {}
+    model["loss_weights"] = {t: float(base.get(t, 1.0)) * float(weights[t]) for t in tasks}
+    return {**config, "model": model}
 
 
 def write_config(path: Path, config: Mapping[str, Any], header: str) -> Path:

@@ -20,6 +20,7 @@ metric.
 from __future__ import annotations
 
 import csv
+import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,7 +31,15 @@ from mtl.ablation.resolved import fingerprint
 from mtl.ablation.runner import check_fingerprint
 from mtl.runs import Launcher, read_results, run_fit
 
-__all__ = ["missing_runs", "read_averaged", "run_name", "task_metrics", "train_averaged", "with_validation"]
+__all__ = [
+    "missing_runs",
+    "read_averaged",
+    "run_name",
+    "task_metrics",
+    "train_averaged",
+    "weighted_run_name",
+    "with_validation",
+]
 
 Results = dict[str, Any]
 
@@ -40,6 +49,14 @@ def run_name(tasks: Sequence[str]) -> str:
     if not tasks:
         raise ValueError("Expected at least one task to name a run, but got none.")
     return "+".join(tasks)
+
+
+def weighted_run_name(weights: Mapping[str, float]) -> str:
+    """The name of a run that trains every task with the loss ``weights`` (STG-MTL's membership-weighted
+    cluster models): ``weighted-`` and a digest of the weights (6 significant digits), so equal weights
+    share a run and different ones never do."""
+    key = ",".join(f"{t}={w:.6g}" for t, w in sorted(weights.items()))
+    return "weighted-" + hashlib.sha1(key.encode()).hexdigest()[:10]
 
 
 def _seed_dirs(directory: Path, name: str, seeds: int) -> list[Path]:
@@ -112,18 +129,20 @@ def train_averaged(
     *,
     wandb: Mapping[str, Any] | None = None,
     launcher: Launcher | None = None,
+    name: str | None = None,
 ) -> Results:
     """Train (or resume, or reuse) ``config`` for every seed and return the seed-averaged results.
 
     Args:
         config: the run's config file (a resolved config restricted to the run's tasks).
         resolved: the same config as a dict, whose fingerprint each run folder must match.
-        directory: the runs directory; the run goes to ``directory/run_name(tasks)/seed<k>``.
+        directory: the runs directory; the run goes to ``directory/<name>/seed<k>``.
         seeds: seeds ``0 .. seeds - 1``.
         wandb: ``init_args`` of a W&B logger for every run, or ``None``.
         launcher: how each run's process starts (`mtl.runs.run_fit`).
+        name: the run's name; default `run_name` of its tasks.
     """
-    name = run_name(list(resolved["model"]["heads"]))
+    name = name or run_name(list(resolved["model"]["heads"]))
     print_of = fingerprint(resolved)
     results = []
     for k, path in enumerate(_seed_dirs(directory, name, seeds)):

@@ -18,7 +18,7 @@ from mtl.grouping.configs import resolve_config
 from mtl.grouping.hoa import MissingPairwiseRuns, hoa_scores, read_pairwise_results
 from mtl.grouping.scores import PairwiseScores
 from mtl.grouping.selection import select_groups
-from mtl.grouping.training import run_name
+from mtl.grouping.training import run_name, task_metrics, weighted_run_name
 from tests.test_cli import TINY
 
 TASKS = ["cls", "reg", "bin"]
@@ -102,6 +102,33 @@ def test_datamap_groups_are_the_clusters_of_the_memberships(config: Path, tmp_pa
     assert [p.name for p in (out / "affinity_run" / "csv").iterdir()] == ["version_0"]
     again = json.loads((out / "groups.json").read_text())
     assert len(again["memberships"]["cls"]) == 3 and len(again["groups"]) == 3
+
+
+def test_datamap_membership_weights_train_every_task_in_each_cluster(tmp_path: Path) -> None:
+    """STG-MTL's soft groups: each cluster's model trains every task, weighted by its membership in the
+    cluster, and serves the tasks of its cluster; the table reads each task from its serving run."""
+    config = tiny3(tmp_path / "tiny3.yaml", max_epochs=1)
+    out = tmp_path / "out"
+    argv = ["--config", str(config), "--method", "datamap", "--budget", "2", "--out", str(out)]
+    main([*argv, "--membership-weights", "--train", "--no-wandb"])
+    groups = json.loads((out / "groups.json").read_text())
+    assert groups["membership_weights"] is True
+    memberships = groups["memberships"]
+    rows = {r["task"]: r for r in csv.DictReader((out / "comparison.csv").open())}
+    for group in groups["groups"]:
+        column = int(np.argmax(memberships[group["tasks"][0]]))
+        expected = {t: memberships[t][column] for t in TASKS}
+        assert group["loss_weights"] == pytest.approx(expected)
+        resolved = resolve_config([out / group["config"]])  # every task, weighted
+        assert list(resolved["model"]["heads"]) == TASKS
+        assert resolved["model"]["loss_weights"] == pytest.approx(expected)
+        run = json.loads((out / "runs" / weighted_run_name(expected) / "seed0" / "results.json").read_text())
+        for task in group["serves"]:
+            assert groups["serving"][task] == group["name"] and rows[task]["group"] == group["name"]
+            values, _ = task_metrics(run, task)
+            assert float(rows[task]["its group"]) == pytest.approx(values[rows[task]["metric"]])
+    with pytest.raises(ValueError, match=r"Expected `--membership-weights` only with --method datamap"):
+        main([*argv[:3], "tag", *argv[4:], "--membership-weights", "--no-wandb"])
 
 
 # --------------------------------------------------------------------------------------- hoa and --train

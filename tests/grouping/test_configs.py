@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mtl.grouping.configs import restrict_config, restriction_problem
+from mtl.grouping.configs import restrict_config, restriction_problem, weight_config
 
 BASE = {
     "seed_everything": 0,
@@ -45,3 +45,20 @@ def test_bad_groups_and_sources_without_task_names_are_refused() -> None:
     with pytest.raises(ValueError, match="select its tasks by name"):
         restrict_config(counted, ["a"])
     assert restriction_problem(BASE) is None
+
+
+def test_weighted_config_keeps_every_task_and_multiplies_the_loss_weights() -> None:
+    weighted = weight_config(BASE, {"a": 0.9, "b": 0.1, "c": 0.0})
+    assert weighted["model"]["loss_weights"] == pytest.approx({"a": 0.9, "b": 0.2, "c": 0.0})
+    assert list(weighted["model"]["heads"]) == ["a", "b", "c"] and weighted["data"] == BASE["data"]
+    assert BASE["model"]["loss_weights"] == {"a": 1.0, "b": 2.0, "c": 0.5}  # the base is left as it was
+    unweighted = {**BASE, "model": {k: v for k, v in BASE["model"].items() if k != "loss_weights"}}
+    assert weight_config(unweighted, {"a": 0.5, "b": 0.25, "c": 0.25})["model"]["loss_weights"] == {
+        "a": 0.5,
+        "b": 0.25,
+        "c": 0.25,
+    }
+    with pytest.raises(
+        ValueError, match=r"Expected a weight for each of the config's tasks \['a', 'b', 'c'\]"
+    ):
+        weight_config(BASE, {"a": 1.0})

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mtl.grouping.training import run_name, task_metrics, with_validation
+from mtl.grouping.training import run_name, task_metrics, weighted_run_name, with_validation
 
 HEADER = "epoch,step,train/loss_step,val/mean,val/a/accuracy,val/a/loss,test/a/accuracy\n"
 
@@ -49,3 +49,11 @@ def test_runs_are_named_by_their_tasks() -> None:
     assert run_name(["polarity"]) == "polarity" and run_name(["a", "b", "c"]) == "a+b+c"
     with pytest.raises(ValueError, match="at least one task"):
         run_name([])
+
+
+def test_weighted_runs_are_named_by_their_weights() -> None:
+    name = weighted_run_name({"a": 0.9, "b": 0.1})
+    assert name.startswith("weighted-") and len(name) == len("weighted-") + 10
+    assert weighted_run_name({"b": 0.1, "a": 0.9}) == name  # the order of the mapping does not matter
+    assert weighted_run_name({"a": 0.9, "b": 0.1 + 1e-12}) == name  # 6 significant digits
+    assert weighted_run_name({"a": 0.1, "b": 0.9}) != name
