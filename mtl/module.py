@@ -13,13 +13,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.strategies import DDPStrategy
 from torch import Tensor, nn
 
-from mtl.balancing.aggregator import GradientAggregator, nonfinite_rows
+from mtl.balancing.aggregator import GradientAggregator, gram_matrix, nonfinite_rows
 from mtl.balancing.engine import (
     Engine,
     flat_gradients,
@@ -573,8 +574,10 @@ class MultiTaskModule(LightningModule):
         if weights is not None and len(weights) == len(tasks):
             metrics.update({f"balancer/weight/{t}": float(w) for t, w in zip(tasks, weights, strict=True)})
         if G is not None:
-            unit = torch.nn.functional.normalize(G.float(), dim=1)
-            cosines = (unit @ unit.T).tolist()
+            # From the [T, T] Gram matrix: normalising G itself would copy the whole [T, D] matrix.
+            gram = gram_matrix(G)
+            norms = np.sqrt(np.clip(np.diag(gram), np.finfo(np.float64).tiny, None))
+            cosines = (gram / np.outer(norms, norms)).tolist()
             for i, a in enumerate(tasks):
                 for j in range(i + 1, len(tasks)):
                     metrics[f"balancer/cos/{a}/{tasks[j]}"] = cosines[i][j]

@@ -114,7 +114,7 @@ class DataMapAffinity(AffinityCallback):
     Clustering (`memberships`, `clusters`): k-means on the task vectors, then the fuzzy c-means
     memberships of every task in the k-means clusters, with fuzziness ``m`` (the paper's default
     pipeline, `mtl.grouping.fuzzy_memberships`). STG-MTL then trains one model per cluster with the
-    memberships as per-task loss weights. `affinity` (k-free, for the generic group selection) is
+    memberships as per-task loss weights (``mtl group --method datamap --membership-weights``). `affinity` (k-free, for the generic group selection) is
     the Gaussian-kernel similarity of the task vectors, `feature_similarity`: the same Euclidean
     geometry the clustering uses, scale-free, in ``(0, 1]``, higher for tasks with similar data maps.
 

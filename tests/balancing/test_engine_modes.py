@@ -8,6 +8,7 @@ import copy
 import pytest
 import torch
 from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch.loggers import Logger
 from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import nn
 
@@ -56,8 +57,9 @@ def one_step(module, **trainer_kwargs):
     before = copy.deepcopy(module)
     data = MultiTaskDataModule(ToySource(n=64), batch_size=16, layout="all_tasks", seed=3)
     trainer = Trainer(
-        accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, **trainer_kwargs,
+        accelerator="cpu", max_steps=1, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+        **{"logger": False, **trainer_kwargs},
     )  # fmt: skip
     trainer.fit(module, datamodule=data)
     return next(iter(data.train_dataloader())), before
@@ -188,3 +190,46 @@ def test_clipping_bounds_the_true_gradient_norm(fp16):
     change = flat([p - q for p, q in zip(module.parameters(), before.parameters(), strict=True)])
     # The scaled gradients are unscaled before clipping, so the step is LR times the clipped norm.
     torch.testing.assert_close(change.norm(), torch.tensor(LR * 1e-3), rtol=1e-3, atol=1e-7)
+
+
+class RecordingLogger(Logger):
+    """Keeps every `log_metrics` call (the dashboard's view of a run)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.metrics: list[tuple[int, dict[str, float]]] = []
+
+    @property
+    def name(self) -> str:
+        return "recording"
+
+    @property
+    def version(self) -> int:
+        return 0
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass
+
+    def log_metrics(self, metrics, step=None) -> None:
+        self.metrics.append((step, dict(metrics)))
+
+
+def test_the_dashboard_gets_the_weights_and_the_pairwise_gradient_cosines():
+    logger = RecordingLogger()
+    module = make(MGDA())
+    batch, before = one_step(module, logger=logger, log_every_n_steps=1)
+    logged = {
+        k: v for step, m in logger.metrics if step == 0 for k, v in m.items() if k.startswith("balancer/")
+    }
+    step = before.task_losses(batch)
+    shared = before.shared_parameters()
+    G = torch.stack([flat(grads(step.losses[t], shared)) for t in ("cls", "reg", "bin")])
+    aggregator = MGDA()
+    aggregator(G)
+    for task, weight in zip(("cls", "reg", "bin"), aggregator.weights.tolist(), strict=True):
+        assert logged[f"balancer/weight/{task}"] == pytest.approx(weight, abs=1e-5)
+    for a, b in (("cls", "reg"), ("cls", "bin"), ("reg", "bin")):
+        i, j = ("cls", "reg", "bin").index(a), ("cls", "reg", "bin").index(b)
+        expected = float(torch.nn.functional.cosine_similarity(G[i], G[j], dim=0))
+        assert logged[f"balancer/cos/{a}/{b}"] == pytest.approx(expected, abs=1e-5)
+    assert not any(k.startswith("balancer/cos/reg/cls") for k in logged)  # each pair once
