@@ -72,10 +72,12 @@ def heatmap(
     axes.set_ylabel(ylabel)
     axes.set_title(title)
     if rows * cols <= MAX_ANNOTATED_CELLS:
-        middle = (low + high) / 2
         for r in range(rows):
             for c in range(cols):
-                colour = "black" if data[r, c] > middle else "white"
+                # Dark text on light cells and light on dark ones, whatever the colour map (a diverging
+                # map is lightest in the middle of its range).
+                red, green, blue, _ = image.cmap(image.norm(data[r, c]))
+                colour = "black" if 0.299 * red + 0.587 * green + 0.114 * blue > 0.5 else "white"
                 axes.text(c, r, fmt.format(data[r, c]), ha="center", va="center", color=colour, fontsize=8)
     figure.tight_layout()
     return figure
