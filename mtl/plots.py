@@ -16,7 +16,7 @@ from torch import Tensor
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["heatmap", "log_figure", "new_figure"]
+__all__ = ["heatmap", "log_figure", "new_figure", "signed_heatmap"]
 
 #: Heatmaps annotate every cell's value up to this many cells.
 MAX_ANNOTATED_CELLS = 400
@@ -30,6 +30,10 @@ def new_figure(width: float, height: float) -> Figure:
     figure = Figure(figsize=(width, height))
     FigureCanvasAgg(figure)
     return figure
+
+
+def _array(values: Tensor | np.ndarray) -> np.ndarray:
+    return values.detach().cpu().double().numpy() if isinstance(values, Tensor) else np.asarray(values, float)
 
 
 def heatmap(
@@ -48,10 +52,10 @@ def heatmap(
 ) -> Figure:
     """A rows x columns heatmap of ``values`` with a colorbar, each cell annotated up to 400 cells.
 
-    ``vmin``/``vmax`` default to the data's range; pass a symmetric range with a diverging ``cmap``
-    (e.g. ``"RdBu"``) for signed values such as task affinities.
+    ``vmin``/``vmax`` default to the data's range; `signed_heatmap` draws signed values such as task
+    affinities on a diverging map centred on 0.
     """
-    data = values.detach().cpu().double().numpy() if isinstance(values, Tensor) else np.asarray(values, float)
+    data = _array(values)
     if data.ndim != 2 or data.shape != (len(row_labels), len(col_labels)):
         raise ValueError(
             f"Expected a 2-D array of shape ({len(row_labels)}, {len(col_labels)}) (one row per row label and one "
@@ -81,6 +85,16 @@ def heatmap(
                 axes.text(c, r, fmt.format(data[r, c]), ha="center", va="center", color=colour, fontsize=8)
     figure.tight_layout()
     return figure
+
+
+def signed_heatmap(
+    values: Tensor | np.ndarray, row_labels: Sequence[str], col_labels: Sequence[str], **kwargs: Any
+) -> Figure:
+    """`heatmap` of signed values (e.g. task affinities): the diverging ``RdBu`` map centred on 0, with a
+    range symmetric about it, so that the sign reads from the colour. ``kwargs`` go to `heatmap`."""
+    data = _array(values)
+    bound = max(float(np.nanmax(np.abs(data))), 1e-12) if data.size else 1.0
+    return heatmap(data, row_labels, col_labels, cmap="RdBu", vmin=-bound, vmax=bound, **kwargs)
 
 
 def log_figure(

@@ -196,8 +196,7 @@ class AffinityCallback(Callback, abc.ABC):
         directory.mkdir(parents=True, exist_ok=True)
         csv_path = directory / "affinity.csv"
         write_affinity_csv(csv_path, self.task_names, matrix)
-        bound = max(float(matrix.abs().max()), 1e-12)
-        figure = plots.heatmap(
+        figure = plots.signed_heatmap(
             matrix,
             self.task_names,
             self.task_names,
@@ -205,9 +204,6 @@ class AffinityCallback(Callback, abc.ABC):
             xlabel="task j (helped)",
             ylabel="task i (trained on)",
             colorbar_label="affinity",
-            cmap="RdBu",
-            vmin=-bound,
-            vmax=bound,
         )
         png = plots.log_figure(
             figure, directory / "affinity.png", f"grouping/{self.method}/affinity", loggers
@@ -294,8 +290,7 @@ class StepAffinityCallback(AffinityCallback):
             pairs = [(i, j) for i in range(len(names)) for j in range(len(names)) if i != j]
             scale = means.diagonal(dim1=1, dim2=2).abs().mean(dim=1).clamp_min(1e-300)
             relative = (means / scale[:, None, None])[:, [i for i, _ in pairs], [j for _, j in pairs]].T
-            bound = max(float(relative.abs().max()), 1e-12)
-            figure = plots.heatmap(
+            figure = plots.signed_heatmap(
                 relative,
                 [f"{names[i]} → {names[j]}" for i, j in pairs],
                 [str(e) for e in epochs],
@@ -303,9 +298,6 @@ class StepAffinityCallback(AffinityCallback):
                 xlabel="epoch",
                 ylabel="task i → task j (helped)",
                 colorbar_label="affinity / mean |self-affinity| of the epoch",
-                cmap="RdBu",
-                vmin=-bound,
-                vmax=bound,
             )
             paths["over_training"] = plots.log_figure(
                 figure,

@@ -179,8 +179,7 @@ def _hoa_heatmap(
     """``affinity.csv`` and ``affinity.png`` of HOA's gains (built here, not by a callback), and the image
     on the dashboard: a W&B run of its own, as no training run holds the matrix."""
     write_affinity_csv(out / "affinity.csv", list(names), torch.from_numpy(matrix))
-    bound = max(float(np.abs(matrix).max()), 1e-12)
-    figure = plots.heatmap(
+    figure = plots.signed_heatmap(
         matrix,
         names,
         names,
@@ -188,9 +187,6 @@ def _hoa_heatmap(
         xlabel="task j (helped)",
         ylabel="task i (trained with)",
         colorbar_label="gain of j over alone (%)",
-        cmap="RdBu",
-        vmin=-bound,
-        vmax=bound,
         fmt="{:.1f}",
     )
     loggers = []
