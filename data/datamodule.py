@@ -171,6 +171,11 @@ class MultiTaskDataModule(LightningDataModule):
         return self._loader("test")
 
     def predict_dataloader(self) -> DataLoader:
+        # Lightning cannot tell that a custom batch sampler yields every example; this one does
+        # (EvaluationBatchSampler never drops or pads), so its warning would only alarm.
+        warnings.filterwarnings(
+            "ignore", message="You are using a custom batch sampler `EvaluationBatchSampler` for prediction"
+        )
         return self._loader("test")
 
     # ----------------------------------------------------------------------------------- resume

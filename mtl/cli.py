@@ -4,8 +4,10 @@
 
 A thin `LightningCLI` over `MultiTaskModule` and `MultiTaskDataModule`: encoders, necks, heads and
 data sources are chosen with ``class_path`` / ``init_args``; later ``--config`` files override earlier
-ones. Two additions: ``--test_after_fit true`` tests the best checkpoint when ``fit`` ends (and prints
-the per-task test metrics), and the resolved config is logged to every logger as hyper-parameters.
+ones. Additions: ``--test_after_fit true`` tests the best checkpoint when ``fit`` ends (and prints
+the per-task test metrics), the resolved config is logged to every logger as hyper-parameters, and
+``predict`` writes its predictions to files (`mtl.callbacks.PredictionWriter`, under
+``{trainer.default_root_dir}/predictions`` unless the config adds a prediction writer itself).
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
+from mtl.callbacks.prediction_writer import PredictionWriter
 from mtl.data.datamodule import MultiTaskDataModule
 from mtl.module import MultiTaskModule
 
@@ -67,6 +70,17 @@ class MultiTaskCLI(LightningCLI):
             "file, atomically, once the run has finished: {metrics: {name: value}, higher_is_better: {name: "
             "bool}} (read by `mtl ablate`, `mtl group`, `mtl report`).",
         )
+
+    def before_predict(self) -> None:
+        # `predict` returns the predictions to Python only; on the command line they go to files.
+        if not any(isinstance(cb, BasePredictionWriter) for cb in self.trainer.callbacks):
+            self.trainer.callbacks.append(PredictionWriter())
+
+    def after_predict(self) -> None:
+        writers = [cb for cb in self.trainer.callbacks if isinstance(cb, PredictionWriter)]
+        if self.trainer.is_global_zero:
+            for writer in writers:
+                print(f"Predictions written to {writer.output_directory(self.trainer)}")
 
     def after_fit(self) -> None:
         if not self.config.fit.get("test_after_fit"):
