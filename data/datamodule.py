@@ -110,7 +110,10 @@ class MultiTaskDataModule(LightningDataModule):
             raise RuntimeError("Call `setup()` before asking the data module for its tasks or datasets.")
         return self.splits
 
-    def _collate(self, datasets: Mapping[str, TaskDataset]):
+    def collate_fn(self, datasets: Mapping[str, TaskDataset]):
+        """The collate function of this data module's loaders for ``datasets`` (pads token inputs with
+        the source's pad id, per-token targets with the ignore index): for loaders built elsewhere on
+        the same data, such as the attention-head scores and the data-map probes."""
         pad = {"input_ids": self.source.input_spec().get("pad_token_id", 0)}
         sequence_tasks = frozenset(t for t, ds in datasets.items() if not isinstance(ds.targets, Tensor))
         return partial(collate, pad_values=pad, sequence_tasks=sequence_tasks)
@@ -155,7 +158,7 @@ class MultiTaskDataModule(LightningDataModule):
         return DataLoader(
             concat,
             batch_sampler=batches,
-            collate_fn=self._collate(datasets),
+            collate_fn=self.collate_fn(datasets),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,

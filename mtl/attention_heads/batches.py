@@ -55,4 +55,4 @@ def task_batches(
     if max_batches is not None:
         order = order[: max_batches * batch_size]
     chunks = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
-    return DataLoader(TaggedConcat(dataset), batch_sampler=chunks, collate_fn=datamodule._collate(dataset))
+    return DataLoader(TaggedConcat(dataset), batch_sampler=chunks, collate_fn=datamodule.collate_fn(dataset))

@@ -227,7 +227,7 @@ class DataMapAffinity(AffinityCallback):
     # ------------------------------------------------------------------------------- recording
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         datasets = trainer.datamodule.datasets("train")
-        collate_fn = getattr(trainer.datamodule, "_collate", None)
+        collate_fn = getattr(trainer.datamodule, "collate_fn", None)
         was_training = pl_module.training
         pl_module.eval()
         probabilities: dict[str, Tensor] = {}
