@@ -62,7 +62,9 @@ def heatmap(
             f"column per column label), but got {data.shape}."
         )
     rows, cols = data.shape
-    figure = new_figure(min(2.5 + 0.6 * cols, 24), min(1.5 + 0.5 * rows, 16))
+    # Room for the row labels and the colorbar's label besides the cells (long labels, few columns).
+    label_width = 0.07 * max((len(str(label)) for label in row_labels), default=0)
+    figure = new_figure(min(3.0 + 0.6 * cols + label_width, 24), min(1.5 + 0.5 * rows, 16))
     axes = figure.add_subplot()
     low = float(np.nanmin(data)) if vmin is None else vmin
     high = float(np.nanmax(data)) if vmax is None else vmax
