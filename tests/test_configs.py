@@ -19,6 +19,7 @@ OVERLAYS = {
     "quickstart_mmoe.yaml": "quickstart.yaml",
     "quickstart_famo.yaml": "quickstart.yaml",
     "text_cpu.yaml": "examples/text_minilm.yaml",
+    "census4.yaml": "quickstart.yaml",
 }
 
 
