@@ -3,7 +3,8 @@
 The overlay keeps one head and tells the data source to serve only that task. It sets the whole
 ``model.heads`` mapping (an overlay replaces a dict-typed field, which is what drops the other heads)
 to the base config's resolved head of the task, so the baseline's head and encoder are exactly the
-base's. Task-keyed settings that would name absent tasks (``model.loss_weights``) are cut to the task.
+base's. Task-keyed settings that would name absent tasks (``model.loss_weights``) are cut to the task,
+and a `SpecifiedSampler`'s per-task ``probabilities`` become ``[1.0]`` (`sampler_for_tasks`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from mtl.ablation.resolved import get_path
+from mtl.ablation.resolved import get_path, sampler_for_tasks
 
 __all__ = ["single_task_overlay"]
 
@@ -40,4 +41,8 @@ def single_task_overlay(base: Mapping[str, Any], task: str) -> dict[str, Any]:
     weights = base["model"].get("loss_weights")
     if isinstance(weights, Mapping):
         model["loss_weights"] = {task: weights[task]} if task in weights else None
-    return {"model": model, "data": {"source": {"init_args": {"tasks": [task]}}}}
+    data: dict[str, Any] = {"source": {"init_args": {"tasks": [task]}}}
+    sampler = sampler_for_tasks(base, [task])
+    if sampler is not None:
+        data["sampler"] = sampler
+    return {"model": model, "data": data}

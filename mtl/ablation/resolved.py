@@ -6,10 +6,18 @@ import copy
 import hashlib
 import importlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["class_path_modules", "fingerprint", "get_path", "primary_metrics", "single_process", "tasks"]
+__all__ = [
+    "class_path_modules",
+    "fingerprint",
+    "get_path",
+    "primary_metrics",
+    "sampler_for_tasks",
+    "single_process",
+    "tasks",
+]
 
 #: Settings that differ between runs of one configuration by design (seed, folder, loggers, bookkeeping).
 _RUN_SPECIFIC = (
@@ -53,6 +61,30 @@ def fingerprint(config: Mapping[str, Any]) -> str:
 def tasks(config: Mapping[str, Any]) -> list[str]:
     """The tasks of the run: the keys of ``model.heads``."""
     return list(get_path(config, "model.heads"))
+
+
+def sampler_for_tasks(config: Mapping[str, Any], keep: Sequence[str]) -> dict[str, Any] | None:
+    """The config's ``data.sampler`` for a run of only the tasks ``keep``, when it must change: a
+    `SpecifiedSampler`'s ``probabilities`` (one per task, by position) keep the entries of ``keep``,
+    rescaled to sum to 1, so those tasks keep their relative shares. ``None`` for any other sampler
+    (or a list of the wrong length, which the sampler reports itself)."""
+    sampler = (config.get("data") or {}).get("sampler") or {}
+    if not isinstance(sampler, Mapping) or not str(sampler.get("class_path", "")).endswith(
+        "SpecifiedSampler"
+    ):
+        return None
+    args = dict(sampler.get("init_args") or {})
+    probabilities, names = args.get("probabilities"), tasks(config)
+    if not isinstance(probabilities, list) or len(probabilities) != len(names):
+        return None
+    kept = [float(probabilities[names.index(t)]) for t in keep]
+    if sum(kept) <= 0:
+        raise ValueError(
+            f"Expected the SpecifiedSampler to give the tasks {list(keep)} some probability, but its "
+            f"probabilities for them are all 0 ({probabilities} for {names}). Give them a share or "
+            "leave them out."
+        )
+    return {**sampler, "init_args": {**args, "probabilities": [p / sum(kept) for p in kept]}}
 
 
 def _import(class_path: str) -> Any:

@@ -7,8 +7,9 @@ fit``, nothing is built) and returns the complete config with every default, as 
 (``model.heads``, ``model.loss_weights``) keeps the group's keys, and every list that names all the
 tasks (the data source's ``tasks``) becomes the group's tasks. A data source that does not select its
 tasks by name (e.g. one whose ``tasks`` is a count) cannot be restricted; `restriction_problem` says
-so before any work is done. Settings that list one value per task by position (a
-`SpecifiedSampler`'s ``probabilities``) are not recognised and must be set per group by hand.
+so before any work is done. A `SpecifiedSampler`'s ``probabilities`` (one per task, by position)
+keep the group's entries, rescaled to sum to 1; other settings that list one value per task by
+position are not recognised and must be set per group by hand.
 `weight_config` keeps every task and scales the tasks' loss weights instead (STG-MTL's soft groups).
 """
 
@@ -21,6 +22,7 @@ from typing import Any
 import yaml
 
 from mtl.ablation.config_parser import ConfigParser
+from mtl.ablation.resolved import sampler_for_tasks
 from mtl.ablation.resolved import tasks as config_tasks
 
 __all__ = ["resolve_config", "restrict_config", "restriction_problem", "weight_config", "write_config"]
@@ -74,7 +76,11 @@ def restrict_config(config: Mapping[str, Any], group: Sequence[str]) -> dict[str
     if problem is not None:
         raise ValueError(problem)
     keep = [t for t in tasks if t in group]
-    return _restrict(dict(config), set(tasks), keep)
+    restricted = _restrict(dict(config), set(tasks), keep)
+    sampler = sampler_for_tasks(config, keep)
+    if sampler is not None:
+        restricted["data"] = {**restricted["data"], "sampler": sampler}
+    return restricted
 
 
 def weight_config(config: Mapping[str, Any], weights: Mapping[str, float]) -> dict[str, Any]:

@@ -100,6 +100,15 @@ def test_single_task_overlay_cuts_task_keyed_settings() -> None:
     }
     with pytest.raises(ValueError, match="one of the base config's tasks"):
         single_task_overlay(base, "c")
+    sampler = {
+        "class_path": "mtl.data.samplers.SpecifiedSampler",
+        "init_args": {"probabilities": [0.7, 0.3], "seed": 4},
+    }
+    base["data"]["sampler"] = sampler  # one probability per task, by position: the baseline's is [1.0]
+    assert single_task_overlay(base, "a")["data"]["sampler"] == {
+        "class_path": "mtl.data.samplers.SpecifiedSampler",
+        "init_args": {"probabilities": [1.0], "seed": 4},
+    }
     base["data"]["source"]["init_args"]["tasks"] = 2
     with pytest.raises(ValueError, match="--no-baselines"):
         single_task_overlay(base, "a")

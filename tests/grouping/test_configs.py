@@ -62,3 +62,21 @@ def test_weighted_config_keeps_every_task_and_multiplies_the_loss_weights() -> N
         ValueError, match=r"Expected a weight for each of the config's tasks \['a', 'b', 'c'\]"
     ):
         weight_config(BASE, {"a": 1.0})
+
+
+def test_a_specified_sampler_keeps_the_groups_share_rescaled() -> None:
+    sampler = {
+        "class_path": "mtl.data.samplers.SpecifiedSampler",
+        "init_args": {"probabilities": [0.5, 0.2, 0.3]},
+    }
+    base = {**BASE, "data": {**BASE["data"], "sampler": sampler}}
+    group = restrict_config(base, ["a", "c"])
+    assert group["data"]["sampler"]["init_args"]["probabilities"] == pytest.approx([0.625, 0.375])
+    assert base["data"]["sampler"]["init_args"]["probabilities"] == [0.5, 0.2, 0.3]  # left as it was
+    assert restrict_config(base, ["b"])["data"]["sampler"]["init_args"]["probabilities"] == [1.0]
+    zero = {
+        **base,
+        "data": {**base["data"], "sampler": {**sampler, "init_args": {"probabilities": [0, 1, 0]}}},
+    }
+    with pytest.raises(ValueError, match=r"give the tasks \['a', 'c'\] some probability"):
+        restrict_config(zero, ["a", "c"])
