@@ -250,6 +250,12 @@ def run_fit(
         out.write(f"$ {command}\n")
     code = launcher.launch(argv, log, env or {})
     results = read_results(run_dir)
+    if code != 0 and results is not None:
+        # results.json is written atomically as the run's last act, so the run finished; the exit code
+        # can still be lost, e.g. Python's forkserver reports 255 when it cannot pass a child's status on.
+        with log.open("a") as out:
+            out.write(f"(exit code {code} after results.json was written: the run is kept as finished)\n")
+        return results
     if code != 0 or results is None:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
         raise RunFailed(

@@ -67,3 +67,23 @@ def test_run_fit_with_the_fork_server_launcher(config: Path, tmp_path: Path) -> 
     assert results == read_results(run_dir) and "test/cls/accuracy" in results["metrics"]
     (command,) = [line for line in (run_dir / "log.txt").read_text().splitlines() if line.startswith("$ ")]
     assert command.startswith("$ mtl fit --config") and "forked from a preloaded server" in command
+
+
+class LostStatusLauncher(ForkServerLauncher):
+    """Finishes the run (writes results.json) but reports exit code 255, as Python's forkserver does when
+    it cannot pass a child's status on."""
+
+    def __init__(self, results: str) -> None:
+        super().__init__()
+        self.results = results
+
+    def launch(self, argv, log, env) -> int:
+        Path(log).parent.joinpath("results.json").write_text(self.results)
+        return 255
+
+
+def test_a_finished_run_whose_exit_code_was_lost_is_kept(config: Path, tmp_path: Path) -> None:
+    payload = '{"metrics": {"test/mean": 0.5}, "higher_is_better": {"test/mean": true}}'
+    results = run_fit([config], tmp_path / "run", launcher=LostStatusLauncher(payload))
+    assert results["metrics"] == {"test/mean": 0.5}
+    assert "exit code 255 after results.json was written" in (tmp_path / "run" / "log.txt").read_text()
