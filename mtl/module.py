@@ -179,6 +179,7 @@ class MultiTaskModule(LightningModule):
         # accumulate on the device and reach the loggers at Lightning's logging interval.
         self._train_losses = RunningLosses()
         self.balancer, self.weighting = self._check_balancer_choice(balancer, balance_on)
+        self._task_gradient_buffer: Tensor | None = None  # G of the last balancer step, refilled
         if self.weighting is not None:
             self.weighting.bind(self.task_names)
         self.balance_on = balance_on
@@ -482,7 +483,11 @@ class MultiTaskModule(LightningModule):
         heads = [p for p in self.heads.parameters() if p.requires_grad]
         shared = self.shared_parameters()
         on = shared if self.balance_on == "shared" else self.encoder.last_layer_parameters()
-        G = self._reduce(task_gradients(parts, on, self.gradient_engine))
+        # The previous step's G is filled again rather than a new one allocated (see `task_gradients`).
+        self._task_gradient_buffer = task_gradients(
+            parts, on, self.gradient_engine, self._task_gradient_buffer
+        )
+        G = self._reduce(self._task_gradient_buffer)
         G = _rescale(G, 1.0 / scale)
         objective = torch.stack(parts)
         if scale != 1.0 and nonfinite_rows(G):

@@ -62,7 +62,10 @@ def resolve_engine(engine: str, device: torch.device) -> str:
 
 
 def task_gradients(
-    losses: Tensor | Sequence[Tensor], params: Sequence[nn.Parameter], engine: Engine = "auto"
+    losses: Tensor | Sequence[Tensor],
+    params: Sequence[nn.Parameter],
+    engine: Engine = "auto",
+    out: Tensor | None = None,
 ) -> Tensor:
     """``G`` [T, D]: the flattened gradient of each of the ``T`` ``losses`` w.r.t. ``params``.
 
@@ -72,6 +75,11 @@ def task_gradients(
         params: the shared parameters (``D`` = their total size); unused ones give zero columns.
         engine: ``batched`` (one vectorised pass), ``loop`` (``T`` passes) or ``auto`` (batched
             unless the losses are on the CPU); both give the same matrix.
+        out: a ``[T, D]`` tensor (of the losses' dtype and device) the loop writes ``G`` into, e.g.
+            the previous step's ``G``: a fresh ``G`` of a large model costs more than filling it on
+            the CPU, where every step would map and first-touch the pages of a new block (about 1 s
+            for the 908 MB of MiniLM at T = 10 in `benchmarks/balancing.py`'s setting). Ignored when
+            its shape, dtype or device differ, and by the batched engine.
     """
     parts = list(losses.unbind()) if isinstance(losses, Tensor) else list(losses)
     rows = len(parts)
@@ -93,7 +101,14 @@ def task_gradients(
         except RuntimeError as err:  # an operator without a vmap rule: take the per-task loop
             log.info("Batched per-task gradients unavailable (%s); using %d backward passes.", err, rows)
     # Each task's gradients are copied straight into its row: one copy, no concatenation per row.
-    G = parts[0].new_empty((rows, sum(p.numel() for p in params)))
+    shape = (rows, sum(p.numel() for p in params))
+    fits = (
+        out is not None
+        and out.shape == shape
+        and out.dtype == parts[0].dtype
+        and out.device == parts[0].device
+    )
+    G = out if fits else parts[0].new_empty(shape)
     for t, loss in enumerate(parts):
         grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
         offset = 0

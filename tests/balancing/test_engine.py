@@ -121,3 +121,18 @@ def test_balanced_training_lowers_every_task_loss(balancer):
 def test_a_balancer_needs_every_task_at_every_step():
     with pytest.raises(ValueError, match="layout: all_tasks"):
         fit(make(PCGrad()), steps=1, layout="homogeneous")
+
+
+def test_the_loop_refills_a_given_matrix_when_it_fits():
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(3, 2)
+    x = torch.randn(4, 3)
+    losses = [layer(x).pow(2).mean(), layer(x).sum()]
+    params = list(layer.parameters())
+    fresh = task_gradients(losses, params, engine="loop")
+    buffer = torch.full((2, 8), float("nan"))
+    refilled = task_gradients(losses, params, engine="loop", out=buffer)
+    assert refilled.data_ptr() == buffer.data_ptr() and torch.equal(refilled, fresh)
+    for misfit in (torch.zeros(3, 8), torch.zeros(2, 8, dtype=torch.float64)):  # other shape, dtype
+        other = task_gradients(losses, params, engine="loop", out=misfit)
+        assert other.data_ptr() != misfit.data_ptr() and torch.equal(other, fresh)
