@@ -66,7 +66,7 @@ class MultiTaskModule(LightningModule):
     auxiliary loss (zero for shared-bottom).
 
     Logged: ``train/{task}/loss``, ``train/loss``; per epoch ``{stage}/{task}/{metric}`` for every
-    metric of every head, and ``{stage}/mean``, the mean over tasks of each head's primary metric
+    metric of every head, and ``{stage}/mean``, the mean over tasks (``mean_over``) of each head's primary metric
     with lower-is-better metrics negated (the target of checkpointing and early stopping).
 
     Args:
@@ -104,6 +104,9 @@ class MultiTaskModule(LightningModule):
             gradients either way.
         clip_grad_norm: with a gradient aggregator, clip the total gradient norm to this (Lightning's
             ``trainer.gradient_clip_val`` does not apply to manual optimization).
+        mean_over: the tasks whose primary metrics ``{stage}/mean`` averages (default: every task),
+            e.g. the main tasks when the others are auxiliary, so that checkpointing and early
+            stopping follow them.
     """
 
     def __init__(
@@ -124,6 +127,7 @@ class MultiTaskModule(LightningModule):
         balance_on: BalanceOn = "shared",
         clip_grad_norm: float | None = None,
         gradient_engine: Engine = "auto",
+        mean_over: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(
@@ -150,6 +154,12 @@ class MultiTaskModule(LightningModule):
         unknown = sorted(set(loss_weights or {}) - set(heads))
         if unknown:
             raise ValueError(f"Expected `loss_weights` to name tasks in {sorted(heads)}, but got {unknown}.")
+        if mean_over is not None and (not mean_over or set(mean_over) - set(heads)):
+            raise ValueError(
+                f"Expected `mean_over` to name at least one of the tasks {sorted(heads)}, but got {mean_over}. "
+                "List the tasks whose primary metrics `val/mean` should average, or leave it out for all."
+            )
+        self.mean_over = set(heads) if mean_over is None else set(mean_over)
 
         self.encoder = encoder
         self.neck = neck or SharedBottom()
@@ -630,7 +640,8 @@ class MultiTaskModule(LightningModule):
             self.log_dict(values)
             head = self.heads[task]
             primary = values[f"{stage}/{task}/{head.primary_metric}"]
-            primaries.append(primary if head.higher_is_better else -primary)
+            if task in self.mean_over:
+                primaries.append(primary if head.higher_is_better else -primary)
         if primaries and stage != "train":
             self.log(f"{stage}/mean", torch.stack([p.float() for p in primaries]).mean(), prog_bar=True)
 

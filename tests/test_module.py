@@ -92,6 +92,19 @@ def test_validation_logs_per_task_metrics_and_mean():
     assert math.isclose(result["val/mean"], expected, rel_tol=1e-5)
 
 
+def test_the_mean_can_follow_some_tasks_only():
+    module = make_module(mean_over=["cls", "reg"])  # e.g. `bin` an auxiliary task
+    result = trainer().validate(
+        module, datamodule=MultiTaskDataModule(ToySource(n=64), batch_size=16), verbose=False
+    )[0]
+    assert "val/bin/auroc" in result  # still measured and logged
+    expected = (result["val/cls/accuracy"] - result["val/reg/mse"]) / 2
+    assert math.isclose(result["val/mean"], expected, rel_tol=1e-5)
+    for bad in ([], ["cls", "nope"]):
+        with pytest.raises(ValueError, match="Expected `mean_over` to name at least one of the tasks"):
+            make_module(mean_over=bad)
+
+
 def test_predict_returns_every_task_for_every_row_even_unlabelled():
     module = make_module()
     source = ToySource(n=32, missing_every=1)  # not a single `cls` label

@@ -41,6 +41,8 @@ def single_task_overlay(base: Mapping[str, Any], task: str) -> dict[str, Any]:
     weights = base["model"].get("loss_weights")
     if isinstance(weights, Mapping):
         model["loss_weights"] = {task: weights[task]} if task in weights else None
+    if base["model"].get("mean_over") is not None:
+        model["mean_over"] = None  # the baseline's mean is its one task
     data: dict[str, Any] = {"source": {"init_args": {"tasks": [task]}}}
     sampler = sampler_for_tasks(base, [task])
     if sampler is not None:

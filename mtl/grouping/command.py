@@ -21,7 +21,8 @@
    for ``mtl fit``. datamap with ``--membership-weights``: STG-MTL's soft groups instead, one model
    per cluster trained on every task, each task's loss weighted by its membership in the cluster
    (`mtl.grouping.configs.weight_config`); a task is still served by the cluster of its highest
-   membership.
+   membership, and each model's ``val/mean`` (its checkpoint's monitor) averages the tasks it serves
+   (``model.mean_over``).
 4. ``--train``: trains all tasks together, every group and every task alone (``--seeds`` seeds each,
    averaged) and writes ``OUT/comparison.md`` / ``.csv``: each task's test metric together / in its
    group / alone, and Δm. Runs are named by their tasks under ``OUT/runs`` (hoa: the pairwise runs
@@ -213,9 +214,7 @@ def _write_groups(
     weights: Sequence[Mapping[str, float]] | None,
 ) -> Path:
     names = _group_names(selection)
-    served = {
-        name: [t for t in selection.task_names if names[selection.serving[t]] == name] for name in names
-    }
+    served = {name: _served(selection, k) for k, name in enumerate(names)}
     payload = {
         "method": args.method,
         "budget": args.budget,
@@ -342,7 +341,8 @@ def _write_group_configs(
     configs: dict[str, Path | None] = {}
     for k, (name, group) in enumerate(zip(_group_names(selection), selection.groups, strict=True)):
         if weights is not None:
-            config, what = weight_config(resolved, weights[k]), "every task, weighted by membership"
+            serves = _served(selection, k)
+            config, what = weight_config(resolved, weights[k], serves), "every task, weighted by membership"
         elif problem is None:
             config, what = restrict_config(resolved, group), "tasks " + ", ".join(group)
         else:
@@ -355,6 +355,11 @@ def _write_group_configs(
         )
         configs[name] = write_config(out / f"{name}.yaml", config, header)
     return configs
+
+
+def _served(selection: Selection, group: int) -> list[str]:
+    """The tasks that group ``group`` serves, in task order."""
+    return [t for t in selection.task_names if selection.serving[t] == group]
 
 
 def _membership_weights(
@@ -381,7 +386,7 @@ def _train_and_compare(
     tasks, names = list(selection.task_names), _group_names(selection)
     together = train(tasks)
     grouped = {
-        name: train(group) if weights is None else train(tasks, weights[k])
+        name: train(group) if weights is None else train(_served(selection, k), weights[k])
         for k, (name, group) in enumerate(zip(names, selection.groups, strict=True))
     }
     single = {t: train([t]) for t in tasks}
@@ -420,9 +425,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         if weights is None:
             config, name = restrict_config(resolved, members), run_name(members)
             header = f"The base config restricted to {', '.join(members)} (written by `mtl group`)."
-        else:
-            config, name = weight_config(resolved, weights), weighted_run_name(weights)
-            header = f"The base config with loss weights {dict(weights)} (written by `mtl group`)."
+        else:  # `members`: the tasks the weighted model serves, its checkpoint's monitor
+            config, name = weight_config(resolved, weights, members), weighted_run_name(weights, members)
+            header = (
+                f"The base config with loss weights {dict(weights)}, val/mean over {', '.join(members)} "
+                "(written by `mtl group`)."
+            )
         path = write_config(out / "configs" / f"{name}.yaml", config, header)
         print(f"mtl group: run {name} ({args.seeds} seed(s)) under {runs}", flush=True)
         return train_averaged(path, config, runs, args.seeds, wandb=wandb, launcher=launcher, name=name)

@@ -77,15 +77,25 @@ def restrict_config(config: Mapping[str, Any], group: Sequence[str]) -> dict[str
         raise ValueError(problem)
     keep = [t for t in tasks if t in group]
     restricted = _restrict(dict(config), set(tasks), keep)
+    mean_over = restricted["model"].get("mean_over")
+    if isinstance(mean_over, list):  # a subset of the tasks (all of them are trimmed above)
+        restricted["model"] = {
+            **restricted["model"],
+            "mean_over": [t for t in mean_over if t in keep] or None,
+        }
     sampler = sampler_for_tasks(config, keep)
     if sampler is not None:
         restricted["data"] = {**restricted["data"], "sampler": sampler}
     return restricted
 
 
-def weight_config(config: Mapping[str, Any], weights: Mapping[str, float]) -> dict[str, Any]:
+def weight_config(
+    config: Mapping[str, Any], weights: Mapping[str, float], mean_over: Sequence[str] | None = None
+) -> dict[str, Any]:
     """``config`` (resolved) training every task, each task's loss weight multiplied by ``weights[task]``
-    (STG-MTL's membership-weighted cluster models; a task the config gives no weight has weight 1)."""
+    (STG-MTL's membership-weighted cluster models; a task the config gives no weight has weight 1),
+    and with ``mean_over`` the tasks whose primary metrics ``val/mean`` (the checkpoint's monitor)
+    averages: the tasks the model serves."""
     tasks = config_tasks(config)
     if sorted(weights) != sorted(tasks):
         raise ValueError(
@@ -94,6 +104,8 @@ def weight_config(config: Mapping[str, Any], weights: Mapping[str, float]) -> di
     model = dict(config["model"])
     base = model.get("loss_weights") or {}
     model["loss_weights"] = {t: float(base.get(t, 1.0)) * float(weights[t]) for t in tasks}
+    if mean_over is not None:
+        model["mean_over"] = [t for t in tasks if t in mean_over]
     return {**config, "model": model}
 
 

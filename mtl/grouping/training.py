@@ -51,11 +51,11 @@ def run_name(tasks: Sequence[str]) -> str:
     return "+".join(tasks)
 
 
-def weighted_run_name(weights: Mapping[str, float]) -> str:
+def weighted_run_name(weights: Mapping[str, float], serves: Sequence[str] = ()) -> str:
     """The name of a run that trains every task with the loss ``weights`` (STG-MTL's membership-weighted
-    cluster models): ``weighted-`` and a digest of the weights (6 significant digits), so equal weights
-    share a run and different ones never do."""
-    key = ",".join(f"{t}={w:.6g}" for t, w in sorted(weights.items()))
+    cluster models) and monitors the tasks it ``serves``: ``weighted-`` and a digest of both (weights to
+    6 significant digits), so equal runs share a name and different ones never do."""
+    key = ",".join(f"{t}={w:.6g}" for t, w in sorted(weights.items())) + "|" + ",".join(sorted(serves))
     return "weighted-" + hashlib.sha1(key.encode()).hexdigest()[:10]
 
 

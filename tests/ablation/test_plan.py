@@ -109,6 +109,8 @@ def test_single_task_overlay_cuts_task_keyed_settings() -> None:
         "class_path": "mtl.data.samplers.SpecifiedSampler",
         "init_args": {"probabilities": [1.0], "seed": 4},
     }
+    base["model"]["mean_over"] = ["a"]
+    assert single_task_overlay(base, "b")["model"]["mean_over"] is None  # the baseline's own task
     base["data"]["source"]["init_args"]["tasks"] = 2
     with pytest.raises(ValueError, match="--no-baselines"):
         single_task_overlay(base, "a")

@@ -122,7 +122,9 @@ def test_datamap_membership_weights_train_every_task_in_each_cluster(tmp_path: P
         resolved = resolve_config([out / group["config"]])  # every task, weighted
         assert list(resolved["model"]["heads"]) == TASKS
         assert resolved["model"]["loss_weights"] == pytest.approx(expected)
-        run = json.loads((out / "runs" / weighted_run_name(expected) / "seed0" / "results.json").read_text())
+        assert resolved["model"]["mean_over"] == group["serves"]  # its checkpoint follows what it serves
+        name = weighted_run_name(expected, group["serves"])
+        run = json.loads((out / "runs" / name / "seed0" / "results.json").read_text())
         for task in group["serves"]:
             assert groups["serving"][task] == group["name"] and rows[task]["group"] == group["name"]
             values, _ = task_metrics(run, task)

@@ -58,6 +58,9 @@ def test_weighted_config_keeps_every_task_and_multiplies_the_loss_weights() -> N
         "b": 0.25,
         "c": 0.25,
     }
+    served = weight_config(BASE, {"a": 1, "b": 1, "c": 0}, mean_over=["b", "a"])
+    assert served["model"]["mean_over"] == ["a", "b"]  # in the config's task order
+    assert "mean_over" not in weight_config(BASE, {"a": 1, "b": 1, "c": 0})["model"]
     with pytest.raises(
         ValueError, match=r"Expected a weight for each of the config's tasks \['a', 'b', 'c'\]"
     ):
@@ -80,3 +83,11 @@ def test_a_specified_sampler_keeps_the_groups_share_rescaled() -> None:
     }
     with pytest.raises(ValueError, match=r"give the tasks \['a', 'c'\] some probability"):
         restrict_config(zero, ["a", "c"])
+
+
+def test_a_group_keeps_the_monitored_tasks_it_has() -> None:
+    base = {**BASE, "model": {**BASE["model"], "mean_over": ["a", "b"]}}
+    assert restrict_config(base, ["b", "c"])["model"]["mean_over"] == ["b"]
+    assert restrict_config(base, ["c"])["model"]["mean_over"] is None  # none left: every task of the group
+    every = {**BASE, "model": {**BASE["model"], "mean_over": ["a", "b", "c"]}}
+    assert restrict_config(every, ["a", "c"])["model"]["mean_over"] == ["a", "c"]

@@ -57,3 +57,4 @@ def test_weighted_runs_are_named_by_their_weights() -> None:
     assert weighted_run_name({"b": 0.1, "a": 0.9}) == name  # the order of the mapping does not matter
     assert weighted_run_name({"a": 0.9, "b": 0.1 + 1e-12}) == name  # 6 significant digits
     assert weighted_run_name({"a": 0.1, "b": 0.9}) != name
+    assert weighted_run_name({"a": 0.9, "b": 0.1}, ["a"]) != name  # the served tasks are part of it
