@@ -45,7 +45,10 @@ def fingerprint(config: Mapping[str, Any]) -> str:
     """A hash of everything that defines a run's result except its seed and where it writes.
 
     Two runs with the same fingerprint and seed train the same model, so a finished one can stand in
-    for the other; a run folder whose fingerprint changed holds a different experiment.
+    for the other; a run folder whose fingerprint changed holds a different experiment. Settings that
+    are ``None`` are left out, so a new optional setting (default ``None``) of a class leaves the
+    fingerprints of earlier runs as they were (the resolved config always holds every setting, so
+    ``None`` and absent only differ between versions of the code).
     """
     trimmed = copy.deepcopy(dict(config))
     for path in _RUN_SPECIFIC:
@@ -54,8 +57,16 @@ def fingerprint(config: Mapping[str, Any]) -> str:
             node = node.get(part) if isinstance(node, dict) else None
         if isinstance(node, dict):
             node.pop(path[-1], None)
-    text = json.dumps(trimmed, sort_keys=True, default=str)
+    text = json.dumps(_without_none(trimmed), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _without_none(node: Any) -> Any:
+    if isinstance(node, Mapping):
+        return {k: _without_none(v) for k, v in node.items() if v is not None}
+    if isinstance(node, list):
+        return [_without_none(v) for v in node]
+    return node
 
 
 def tasks(config: Mapping[str, Any]) -> list[str]:

@@ -99,3 +99,21 @@ def test_a_folder_that_never_started_takes_the_new_plan(tmp_path: Path) -> None:
     assert len(failed) == 1 and not list((tmp_path / "a" / "seed0").glob("*.ckpt"))
     run_sweep(tmp_path, [spec("a", fingerprint="g")], fit=FakeFit(), log=lambda _: None)
     assert json.loads((tmp_path / "a" / "seed0" / RUN_INFO).read_text())["fingerprint"] == "g"
+
+
+def test_a_new_optional_setting_left_at_none_keeps_the_fingerprint() -> None:
+    from mtl.ablation.resolved import fingerprint
+
+    before = {
+        "model": {"heads": {"a": {"class_path": "H", "init_args": {"k": 3}}}, "lr": 0.1},
+        "seed_everything": 0,
+    }
+    after = {
+        "model": {
+            "heads": {"a": {"class_path": "H", "init_args": {"k": 3, "new": None}}},
+            "lr": 0.1,
+            "x": None,
+        }
+    }
+    assert fingerprint({**after, "seed_everything": 0}) == fingerprint(before)
+    assert fingerprint({**before, "model": {**before["model"], "lr": 0.2}}) != fingerprint(before)
