@@ -66,8 +66,9 @@ class MultiTaskModule(LightningModule):
     auxiliary loss (zero for shared-bottom).
 
     Logged: ``train/{task}/loss``, ``train/loss``; per epoch ``{stage}/{task}/{metric}`` for every
-    metric of every head, and ``{stage}/mean``, the mean over tasks (``mean_over``) of each head's primary metric
-    with lower-is-better metrics negated (the target of checkpointing and early stopping).
+    metric of every head, and ``{stage}/mean``, the mean over tasks (``mean_over``) of each head's
+    primary metric with lower-is-better metrics negated (the target of checkpointing and early
+    stopping).
 
     Args:
         encoder: the shared encoder.
