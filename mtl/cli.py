@@ -16,6 +16,8 @@ import importlib
 import json
 import os
 import sys
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,7 @@ from mtl.callbacks.prediction_writer import PredictionWriter
 from mtl.data.datamodule import MultiTaskDataModule
 from mtl.module import MultiTaskModule
 
-__all__ = ["COMMANDS", "LogConfigCallback", "MultiTaskCLI", "main", "write_json_atomic"]
+__all__ = ["COMMANDS", "LogConfigCallback", "MultiTaskCLI", "build_cli", "main", "write_json_atomic"]
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -122,20 +124,43 @@ COMMANDS = {
 }
 
 
+def build_cli(args: Sequence[str], *, log_config: bool = True, run: bool = False) -> MultiTaskCLI:
+    """The ``mtl`` CLI on ``args``: with ``run`` it runs the subcommand (``fit --config ...``); without, it
+    only builds the trainer, model and data module of ``--config ...`` for a command that drives them
+    itself (``mtl group``'s affinity run, ``mtl heads``). ``log_config``: save ``config.yaml`` and log
+    the config to the loggers, as ``mtl fit`` does."""
+    with warnings.catch_warnings():
+        # LightningCLI warns when `args` differs from the process's command line (`mtl group ...`): intended.
+        warnings.filterwarnings("ignore", message=".*args parameter")
+        return MultiTaskCLI(
+            MultiTaskModule,
+            MultiTaskDataModule,
+            save_config_callback=LogConfigCallback if log_config else None,
+            save_config_kwargs={"overwrite": True},
+            auto_configure_optimizers=False,
+            args=list(args),
+            run=run,
+        )
+
+
 def main(args: list[str] | None = None) -> None:
-    """Entry point of the ``mtl`` console script."""
+    """Entry point of the ``mtl`` console script.
+
+    The command's W&B run is finished when it returns or fails (Lightning leaves it open for a later
+    `test`): a run is then complete on the dashboard, and a later command in the same process (a
+    notebook, a test, a forked run, which skips ``atexit``) starts its own run instead of logging into
+    this one.
+    """
     argv = sys.argv[1:] if args is None else list(args)
-    if argv and argv[0] in COMMANDS:
-        importlib.import_module(COMMANDS[argv[0]]).main(argv[1:])
-        return
-    MultiTaskCLI(
-        MultiTaskModule,
-        MultiTaskDataModule,
-        save_config_callback=LogConfigCallback,
-        save_config_kwargs={"overwrite": True},
-        auto_configure_optimizers=False,
-        args=argv,
-    )
+    try:
+        if argv and argv[0] in COMMANDS:
+            importlib.import_module(COMMANDS[argv[0]]).main(argv[1:])
+        else:
+            build_cli(argv, run=True)
+    finally:
+        wandb = sys.modules.get("wandb")
+        if wandb is not None and getattr(wandb, "run", None) is not None:
+            wandb.finish()
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ import argparse
 import itertools
 import json
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -91,22 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _build(configs: Sequence[str], overrides: Sequence[str]) -> tuple[Any, Any, list[Any]]:
     """Model, data module and loggers from the configs, as ``mtl fit`` builds them."""
-    from mtl.cli import MultiTaskCLI
-    from mtl.data.datamodule import MultiTaskDataModule
-    from mtl.module import MultiTaskModule
+    from mtl.cli import build_cli
 
-    args = [item for config in configs for item in ("--config", config)] + list(overrides)
-    with warnings.catch_warnings():
-        # LightningCLI warns that sys.argv (`mtl heads ...`) differs from `args`, which is intended here.
-        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-        cli = MultiTaskCLI(
-            MultiTaskModule,
-            MultiTaskDataModule,
-            save_config_callback=None,
-            auto_configure_optimizers=False,
-            args=args,
-            run=False,
-        )
+    cli = build_cli([*(item for c in configs for item in ("--config", c)), *overrides], log_config=False)
     return cli.model, cli.datamodule, list(cli.trainer.loggers)
 
 

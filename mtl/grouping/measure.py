@@ -15,7 +15,6 @@ take part in the fit, and only the global-zero process goes on to write files (`
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -75,29 +74,13 @@ def measure_affinity(
         wandb: ``init_args`` of a W&B logger (the dashboard), or ``None`` for the CSV logger only.
         args: further ``mtl fit`` arguments (e.g. ``["--trainer.max_epochs", "1"]``).
     """
-    from mtl.cli import LogConfigCallback, MultiTaskCLI
-    from mtl.data.datamodule import MultiTaskDataModule
-    from mtl.module import MultiTaskModule
+    from mtl.cli import build_cli
 
     run_dir.mkdir(parents=True, exist_ok=True)
     overlay = {**run_overlay(run_dir, f"affinity-{callback.method}", wandb), "data": {"layout": "all_tasks"}}
     overlay_path = run_dir / "overlay.yaml"
     overlay_path.write_text(yaml.safe_dump(overlay))
-    argv: list[str] = []
-    for config in [*configs, overlay_path]:
-        argv += ["--config", str(config)]
-    with warnings.catch_warnings():
-        # Lightning warns that `args` and a command line (here `mtl group ...`) are both present.
-        warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python")
-        cli = MultiTaskCLI(
-            MultiTaskModule,
-            MultiTaskDataModule,
-            save_config_callback=LogConfigCallback,
-            save_config_kwargs={"overwrite": True},
-            auto_configure_optimizers=False,
-            args=[*argv, *args],
-            run=False,
-        )
+    cli = build_cli([*(item for c in [*configs, overlay_path] for item in ("--config", str(c))), *args])
     cli.trainer.callbacks.append(callback)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     for logger in cli.trainer.loggers:
