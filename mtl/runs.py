@@ -187,12 +187,8 @@ def _fit_in_child(argv: list[str], log: str, environ: dict[str, str], cwd: str, 
     os.close(fd)
     sys.argv = ["mtl"]
     try:
-        main(argv)
+        main(argv)  # it finishes its W&B run itself; a fork skips the atexit handler that would
     finally:
-        # A forked child skips atexit handlers, where W&B would otherwise close its run.
-        wandb = sys.modules.get("wandb")
-        if wandb is not None and getattr(wandb, "run", None) is not None:
-            wandb.finish()
         sys.stdout.flush()
         sys.stderr.flush()
 
