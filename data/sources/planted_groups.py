@@ -39,6 +39,13 @@ class PlantedGroups(DataSource):
     3. ``x ~ N(0, I_d)`` shared by all tasks, ``y_i = w_i^T x + sum_k sin(alpha_k w_i^T x + beta_k) + eps_i`` as in
        the MMoE paper (``alpha, beta ~ N(0, 1)`` drawn once, shared by all tasks).
 
+    Two options, off by default, go beyond the MMoE construction. ``sines_per_group``: every group draws
+    its own ``alpha, beta``, so tasks of different groups differ in their nonlinearity as well as their
+    direction (with shared sines every task's label is the same function of its own projection, which
+    a shared network can partly reuse across groups). ``shared_inputs=False``: every task draws its own
+    inputs (and the labels on them), as when each task comes from its own data set; a related task then
+    brings examples the task has not seen, not only a second noisy label on the same inputs.
+
     The Pearson correlation of the linear parts is therefore block-diagonal, `correlation_matrix`:
     ``p`` within a group, 0 across groups, 1 on the diagonal. Since ``x`` is Gaussian and the groups'
     linear parts are orthogonal projections, tasks of different groups are *independent*, not merely
@@ -47,11 +54,12 @@ class PlantedGroups(DataSource):
 
     Tasks are named ``g{group}_t{index}``; `group_labels` gives each task's group index (in the order
     of ``tasks``) and `groups` the task names of every group, both available before `load`. Inputs:
-    ``{"numeric": float32 [N, d]}``, one tensor shared by every task (as `TabularMLPEncoder` reads
-    it); targets ``float32 [N]`` (regression) or ``int64 [N]`` (classification).
+    ``{"numeric": float32 [N, d]}``, one tensor shared by every task unless ``shared_inputs=False`` (as
+    `TabularMLPEncoder` reads it); targets ``float32 [N]`` (regression) or ``int64 [N]`` (classification).
 
-    After `load`, ``weights`` (``float64 [T, d]``), ``alphas``, ``betas`` (``float64 [num_sines]``) and,
-    for classification, ``thresholds`` (``float64 [T]``) hold the generator's parameters.
+    After `load`, ``weights`` (``float64 [T, d]``), ``alphas``, ``betas`` (``float64 [num_sines]``, or
+    ``[T, num_sines]``, one row per task, with ``sines_per_group``) and, for classification,
+    ``thresholds`` (``float64 [T]``) hold the generator's parameters.
 
     Args:
         groups: ``K``, the number of groups (>= 1).
@@ -63,6 +71,8 @@ class PlantedGroups(DataSource):
         num_sines: number of sine terms (>= 0).
         noise_std: standard deviation of the label noise (>= 0).
         scale: ``c``, the norm of every weight vector (> 0).
+        sines_per_group: every group draws its own ``alpha, beta`` (default: one draw for all tasks).
+        shared_inputs: one input tensor for all tasks (default); ``False``: each task its own inputs.
         seed: seed of the weights, the sines, the inputs and the noise.
     """
 
@@ -79,6 +89,8 @@ class PlantedGroups(DataSource):
         num_sines: int = 10,
         noise_std: float = 0.1,
         scale: float = 1.0,
+        sines_per_group: bool = False,
+        shared_inputs: bool = True,
         seed: int = 0,
     ) -> None:
         for name, value in (("groups", groups), ("tasks_per_group", tasks_per_group)):
@@ -109,6 +121,8 @@ class PlantedGroups(DataSource):
         self.num_sines = num_sines
         self.noise_std = float(noise_std)
         self.scale = float(scale)
+        self.sines_per_group = sines_per_group
+        self.shared_inputs = shared_inputs
         self.seed = seed
         self.available_tasks = tuple(f"g{g}_t{i}" for g in range(groups) for i in range(tasks_per_group))
         self.tasks = self.available_tasks
@@ -144,10 +158,27 @@ class PlantedGroups(DataSource):
                 for g in range(self.num_groups)
             ]
         )
-        alphas = rng.standard_normal(self.num_sines)
-        betas = rng.standard_normal(self.num_sines)
+        sine_shape = (self.num_groups, self.num_sines) if self.sines_per_group else (self.num_sines,)
+        alphas, betas = rng.standard_normal(sine_shape), rng.standard_normal(sine_shape)
+        if self.sines_per_group:
+            alphas, betas = np.repeat(alphas, m, axis=0), np.repeat(betas, m, axis=0)  # one row per task
         sizes = (self.num_train, self.num_val, self.num_test)
-        x, y = mmoe_examples(rng, sum(sizes), weights, alphas, betas, self.noise_std)
+        if self.shared_inputs:
+            x, y = mmoe_examples(rng, sum(sizes), weights, alphas, betas, self.noise_std)
+        else:
+            per_task = self.sines_per_group  # then alphas and betas hold one row per task
+            draws = [
+                mmoe_examples(
+                    rng,
+                    sum(sizes),
+                    weights[i : i + 1],
+                    alphas[i : i + 1] if per_task else alphas,
+                    betas[i : i + 1] if per_task else betas,
+                    self.noise_std,
+                )
+                for i in range(len(weights))
+            ]
+            y = torch.cat([targets for _, targets in draws], dim=1)
         self.weights = torch.from_numpy(weights)
         self.alphas = torch.from_numpy(alphas)
         self.betas = torch.from_numpy(betas)
@@ -162,7 +193,12 @@ class PlantedGroups(DataSource):
             self.correlation,
             sizes,
         )
-        return shared_input_splits(self.tasks, x, y, sizes)
+        if self.shared_inputs:
+            return shared_input_splits(self.tasks, x, y, sizes)
+        return {
+            task: shared_input_splits((task,), inputs, y[:, i : i + 1], sizes)[task]
+            for i, (task, (inputs, _)) in enumerate(zip(self.tasks, draws, strict=True))
+        }
 
     def input_spec(self) -> dict[str, Any]:
         return {"num_numeric": self.input_dim, "cardinalities": []}

@@ -57,6 +57,54 @@ def test_labels_follow_the_mmoe_generator() -> None:
         assert abs(float(noise.mean())) < 0.005 and abs(float(noise.std()) - 0.1) < 0.005
 
 
+def test_sines_per_group_give_each_group_its_own_nonlinearity() -> None:
+    src = PlantedGroups(
+        groups=3, tasks_per_group=2, num_sines=4, num_train=5000, num_val=0, num_test=0, sines_per_group=True
+    )
+    splits = src.load()
+    assert src.alphas.shape == src.betas.shape == (6, 4)
+    for rows in (src.alphas, src.betas):
+        assert (
+            torch.equal(rows[0], rows[1])
+            and torch.equal(rows[4], rows[5])
+            and not torch.equal(rows[1], rows[2])
+        )
+    linear = splits["g0_t0"].train.inputs["numeric"].double() @ src.weights.T
+    sines = torch.sin(linear[:, :, None] * src.alphas + src.betas).sum(dim=2)
+    for i, task in enumerate(src.tasks):
+        noise = splits[task].train.targets.double() - linear[:, i] - sines[:, i]
+        assert abs(float(noise.std()) - 0.1) < 0.005
+
+
+@pytest.mark.parametrize("sines_per_group", [False, True])
+def test_tasks_can_draw_their_own_inputs(sines_per_group: bool) -> None:
+    src = PlantedGroups(
+        groups=2,
+        tasks_per_group=2,
+        num_train=4000,
+        num_val=7,
+        num_test=3,
+        seed=1,
+        shared_inputs=False,
+        sines_per_group=sines_per_group,
+    )
+    splits = src.load()
+    inputs = [splits[t].train.inputs["numeric"] for t in src.tasks]
+    assert all(x.shape == (4000, 32) for x in inputs) and not torch.equal(inputs[0], inputs[1])
+    assert splits["g1_t0"].val.inputs["numeric"].shape == (7, 32) and len(splits["g1_t0"].test) == 3
+    # Every task's labels are the generator applied to its own inputs; with different inputs, even two
+    # tasks of a group have uncorrelated labels row by row.
+    for i, (task, x) in enumerate(zip(src.tasks, inputs, strict=True)):
+        linear = x.double() @ src.weights[i]
+        alphas, betas = (src.alphas[i], src.betas[i]) if sines_per_group else (src.alphas, src.betas)
+        noise = (
+            splits[task].train.targets.double() - linear - torch.sin(linear[:, None] * alphas + betas).sum(1)
+        )
+        assert abs(float(noise.std()) - 0.1) < 0.005
+    within = np.corrcoef(splits["g0_t0"].train.targets.numpy(), splits["g0_t1"].train.targets.numpy())[0, 1]
+    assert abs(within) < 0.06
+
+
 def test_classification_labels_are_balanced_thresholds_of_the_regression_labels() -> None:
     kwargs = dict(groups=2, tasks_per_group=2, num_train=1000, num_val=200, num_test=0, seed=5)
     regression = PlantedGroups(**kwargs).load()
