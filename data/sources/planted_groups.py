@@ -166,14 +166,16 @@ class PlantedGroups(DataSource):
         if self.shared_inputs:
             x, y = mmoe_examples(rng, sum(sizes), weights, alphas, betas, self.noise_std)
         else:
-            per_task = self.sines_per_group  # then alphas and betas hold one row per task
+            # One row of sines per task in either case (a view when all tasks share one draw).
+            rows = (len(weights), self.num_sines)
+            task_alphas, task_betas = np.broadcast_to(alphas, rows), np.broadcast_to(betas, rows)
             draws = [
                 mmoe_examples(
                     rng,
                     sum(sizes),
                     weights[i : i + 1],
-                    alphas[i : i + 1] if per_task else alphas,
-                    betas[i : i + 1] if per_task else betas,
+                    task_alphas[i : i + 1],
+                    task_betas[i : i + 1],
                     self.noise_std,
                 )
                 for i in range(len(weights))
